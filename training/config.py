@@ -1,0 +1,131 @@
+"""Run configuration: model hyper-parameters per dataset profile, training settings, and their resolution.
+
+Each model has ``config/models/<model>.yaml``::
+
+    train:   {...}              # training settings shared by every dataset (TrainConfig fields)
+    model:   {...}              # hyper-parameters shared by every dataset (the model's declared hparams)
+    profiles:
+      ucf/main: {train: {...}, model: {...}}   # per dataset profile and feature kind
+      demo: {...}
+
+A run resolves ``defaults <- profile <- overrides`` once; the result, with seed and code version, is written into the
+run directory and is the only configuration the run reads. This module imports no torch so that the workflow can
+resolve configurations while it builds the DAG.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from extractors.io import REPO_ROOT
+
+MODEL_CONFIG_DIR = REPO_ROOT / "config" / "models"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50  # stage-1 epochs (stage 2 trains up to the selected epoch)
+    n_batches: int = 500  # batches per epoch (an epoch is not a pass over the data)
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    scheduler: str = "plateau"  # "plateau": ReduceLROnPlateau on validation HM; "none"
+    patience: int = 3
+    factor: float = 0.1
+    beta_min: float = 0.0  # calibrated-stacking grid
+    beta_max: float = 3.0
+    beta_steps: int = 16
+    max_steps: int | None = None  # cap on sequence steps (models that read sequences)
+    eval_batch_size: int = 2048
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "train") -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{where}: unknown training setting(s) {unknown}; known: {sorted(known)}")
+        cfg = cls(**d)
+        if cfg.scheduler not in ("plateau", "none"):
+            raise ConfigError(f"{where}.scheduler must be 'plateau' or 'none', got {cfg.scheduler!r}")
+        for name in ("epochs", "n_batches", "batch_size", "beta_steps", "eval_batch_size"):
+            if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
+                raise ConfigError(f"{where}.{name} must be a positive integer, got {getattr(cfg, name)!r}")
+        return cfg
+
+
+@dataclass
+class RunConfig:
+    model: str
+    seed: int
+    train: TrainConfig
+    model_params: dict = field(default_factory=dict)
+    dataset: str = ""
+    feature_set: str = ""
+    profile: str = ""
+    features: str = ""
+    splits: str = ""
+    text: str = ""
+    device: str = "auto"
+    deterministic: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> RunConfig:
+        d = dict(d)
+        d["train"] = TrainConfig.from_dict(d.get("train", {}))
+        return cls(**d)
+
+
+def available_models(config_dir: Path = MODEL_CONFIG_DIR) -> list[str]:
+    return sorted(p.stem for p in Path(config_dir).glob("*.yaml"))
+
+
+def load_model_config(model: str, config_dir: Path = MODEL_CONFIG_DIR) -> dict:
+    path = Path(config_dir) / f"{model}.yaml"
+    if not path.exists():
+        raise ConfigError(f"unknown model {model!r}: no {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}; "
+                          f"available models: {', '.join(available_models(config_dir))}")
+    with open(path) as f:
+        data = yaml.safe_load(f) or {}
+    unknown = sorted(set(data) - {"train", "model", "profiles", "description"})
+    if unknown:
+        raise ConfigError(f"{path}: unknown top-level key(s) {unknown}")
+    return data
+
+
+def resolve_hparams(model: str, profile: str, feature_set: str = "", overrides: dict | None = None,
+                    config_dir: Path = MODEL_CONFIG_DIR) -> dict:
+    """``{"train": {...}, "model": {...}}`` for ``model`` on a dataset profile and feature set.
+
+    Profile lookup: ``<profile>/<feature_set>``, then ``<profile>``; ``default`` uses the shared values only."""
+    data = load_model_config(model, config_dir)
+    out = {"train": copy.deepcopy(data.get("train") or {}), "model": copy.deepcopy(data.get("model") or {})}
+    profiles = data.get("profiles") or {}
+    if profile != "default":
+        key = next((k for k in (f"{profile}/{feature_set}", profile) if k in profiles), None)
+        if key is None:
+            raise ConfigError(f"model {model!r} has no hyper-parameter profile {profile!r} "
+                              f"(for feature set {feature_set!r}); known: {', '.join(sorted(profiles))}, default")
+        _merge(out, profiles[key], f"{model}.profiles.{key}")
+    if overrides:
+        _merge(out, overrides, f"overrides for {model}")
+    TrainConfig.from_dict(out["train"], where=f"{model} train settings")
+    return out
+
+
+def _merge(base: dict, extra: dict, where: str) -> None:
+    unknown = sorted(set(extra) - {"train", "model"})
+    if unknown:
+        raise ConfigError(f"{where}: unknown section(s) {unknown}; expected 'train' and/or 'model'")
+    for section in ("train", "model"):
+        base[section].update(extra.get(section) or {})

@@ -1,0 +1,186 @@
+"""Features held as tensors on the training device, and the batches cut from them by indexing.
+
+A :class:`FeatureBank` loads the videos of a split once (means, and per-step sequences when a model needs them) and
+serves batches with pure tensor indexing: no per-sample Python, no DataLoader, no host-device copies per step.
+Sequences are stored flat with offsets and padded on the fly to a fixed length (the longest video, optionally capped
+by ``max_steps`` with a random crop in training and a centre crop in evaluation), so batch shapes never depend on
+data and no device synchronisation is needed.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from extractors.feature_store import MODALITIES, FeatureStore
+from extractors.text_store import TextEmbeddings
+from training.data.splits import read_splits
+
+log = logging.getLogger("avzsl.data")
+
+
+@dataclass
+class Batch:
+    """Inputs of one batch. ``*_pad`` is True at padded steps. ``text`` is the class text of ``label``:
+    models may use it in training losses only; evaluation never passes it."""
+
+    audio: torch.Tensor
+    video: torch.Tensor
+    label: torch.Tensor
+    text: torch.Tensor | None = None
+    audio_seq: torch.Tensor | None = None
+    audio_pad: torch.Tensor | None = None
+    video_seq: torch.Tensor | None = None
+    video_pad: torch.Tensor | None = None
+    neg: Batch | None = None
+
+    @property
+    def size(self) -> int:
+        return self.audio.shape[0]
+
+    def without_text(self) -> Batch:
+        return replace(self, text=None, neg=None)
+
+    def to(self, device: torch.device) -> Batch:
+        kw = {}
+        for f in fields(self):
+            v = getattr(self, f.name)
+            kw[f.name] = v.to(device) if v is not None else None
+        return Batch(**kw)
+
+
+class FeatureBank:
+    """Features of a set of videos on one device."""
+
+    def __init__(self, store: FeatureStore, rows: np.ndarray, device: torch.device, sequences: bool = False,
+                 max_steps: int | None = None):
+        self.device = device
+        self.n = len(rows)
+        self.means = {m: torch.from_numpy(store.means(m, rows)).to(device) for m in MODALITIES}
+        self.dims = {m: self.means[m].shape[1] for m in MODALITIES}
+        self.sequences = sequences
+        self.flat, self.offsets, self.lengths, self.steps = {}, {}, {}, {}
+        if sequences:
+            for m in MODALITIES:
+                flat, off = store.sequences(m, rows)
+                self.flat[m] = torch.from_numpy(flat).to(device)
+                self.offsets[m] = torch.from_numpy(off[:-1]).to(device)
+                lengths = torch.from_numpy(np.diff(off)).to(device)
+                self.lengths[m] = lengths
+                longest = int(lengths.max()) if len(lengths) else 1
+                self.steps[m] = max(1, min(longest, max_steps) if max_steps else longest)
+
+    def gather(self, idx: torch.Tensor, crop: str = "center", generator: torch.Generator | None = None,
+               label: torch.Tensor | None = None, text: torch.Tensor | None = None) -> Batch:
+        kw = {"audio": self.means["audio"][idx], "video": self.means["video"][idx]}
+        if self.sequences:
+            for m in MODALITIES:
+                kw[f"{m}_seq"], kw[f"{m}_pad"] = self._padded(m, idx, crop, generator)
+        return Batch(label=label, text=text, **kw)
+
+    def _padded(self, m: str, idx: torch.Tensor, crop: str, generator: torch.Generator | None):
+        t = self.steps[m]
+        length = self.lengths[m][idx]
+        spare = (length - t).clamp(min=0)
+        if crop == "random":
+            r = torch.rand(idx.shape, device=self.device, generator=generator)
+            start = (r * (spare + 1).to(r.dtype)).long().clamp(max=spare)
+        else:
+            start = spare // 2
+        steps = torch.arange(t, device=self.device)
+        valid = steps[None, :] < length.clamp(max=t)[:, None]
+        pos = self.offsets[m][idx][:, None] + start[:, None] + steps[None, :]
+        pos = torch.where(valid, pos, torch.zeros_like(pos))
+        seq = self.flat[m][pos] * valid[..., None].to(self.flat[m].dtype)
+        return seq, ~valid
+
+
+@dataclass
+class EvalSet:
+    idx: torch.Tensor  # positions in the bank
+    labels: torch.Tensor  # global class ids
+    seen: list[int]
+    unseen: list[int]
+
+    @property
+    def class_ids(self) -> list[int]:
+        return sorted(set(self.seen) | set(self.unseen))
+
+
+@dataclass
+class StageData:
+    bank: FeatureBank
+    text: torch.Tensor  # (n_all_classes, D): row = class id, matched by class name
+    class_names: list[str]
+    train_idx: torch.Tensor
+    train_labels: torch.Tensor
+    val: EvalSet
+    test: EvalSet | None
+    counts: dict
+
+    def batch(self, pos: torch.Tensor, neg_pos: torch.Tensor | None = None, crop: str = "random",
+              generator: torch.Generator | None = None) -> Batch:
+        """Training batch from positions into the training set (and, optionally, negatives)."""
+        idx, labels = self.train_idx[pos], self.train_labels[pos]
+        b = self.bank.gather(idx, crop, generator, label=labels, text=self.text[labels])
+        if neg_pos is not None:
+            nl = self.train_labels[neg_pos]
+            b.neg = self.bank.gather(self.train_idx[neg_pos], crop, generator, label=nl, text=self.text[nl])
+        return b
+
+
+def load_stage(features: str | Path, split_dir: str | Path, text: str | Path, stage: int, device: torch.device,
+               sequences: bool = False, max_steps: int | None = None) -> StageData:
+    """Everything one training stage needs, on ``device``.
+
+    Stage 1 trains on stage_1_train and validates on val_seen ∪ val_unseen. Stage 2 trains on
+    stage_1_train ∪ val_seen ∪ val_unseen, still computes the validation score (the reference drives its learning-rate
+    schedule with it) and is tested on test_seen ∪ test_unseen. Split videos missing from the feature store (failed
+    downloads or decodes) are left out and counted.
+    """
+    splits = read_splits(split_dir)
+    store = FeatureStore(features)
+    emb = TextEmbeddings(text)
+    text_matrix = torch.from_numpy(emb.matrix(splits.all_classes)).to(device)
+    groups = {"train": splits.train_videos(stage), "val": splits.eval_videos(1)}
+    if stage == 2:
+        groups["test"] = splits.eval_videos(2)
+    rows_by_group, labels_by_group, counts = {}, {}, {}
+    for name, vids in groups.items():
+        rows = store.rows([v for v, _ in vids])
+        keep = rows >= 0
+        missing = int((~keep).sum())
+        counts[name] = {"listed": len(vids), "missing_features": missing}
+        if missing:
+            log.warning("%s: %d of %d split videos have no features (failed or absent media); left out",
+                        name, missing, len(vids))
+        rows_by_group[name] = rows[keep]
+        labels_by_group[name] = np.array([splits.class_id(c) for (_, c), k in zip(vids, keep) if k], dtype=np.int64)
+    all_rows = np.concatenate(list(rows_by_group.values()))
+    unique_rows, inverse = np.unique(all_rows, return_inverse=True)
+    bank = FeatureBank(store, unique_rows, device, sequences=sequences, max_steps=max_steps)
+    pos, start = {}, 0
+    for name in rows_by_group:
+        n = len(rows_by_group[name])
+        pos[name] = torch.from_numpy(inverse[start:start + n]).to(device)
+        start += n
+    lab = {k: torch.from_numpy(v).to(device) for k, v in labels_by_group.items()}
+    if len(lab["train"]) == 0:
+        raise ValueError(f"no training videos with features for stage {stage} ({split_dir})")
+    val_seen, val_unseen = splits.seen_unseen(1)
+    val = EvalSet(pos["val"], lab["val"], val_seen, val_unseen)
+    test = None
+    if stage == 2:
+        test_seen, test_unseen = splits.seen_unseen(2)
+        test = EvalSet(pos["test"], lab["test"], test_seen, test_unseen)
+    return StageData(bank, text_matrix, splits.all_classes, pos["train"], lab["train"], val, test, counts)
+
+
+def class_counts(labels: torch.Tensor, classes: Sequence[int]) -> dict[int, int]:
+    c = torch.bincount(labels, minlength=max(classes) + 1 if classes else 1)
+    return {k: int(c[k]) for k in classes}

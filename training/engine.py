@@ -1,0 +1,246 @@
+"""Training and evaluation of one run under the two-stage protocol.
+
+Stage 1 trains on stage_1_train for ``epochs`` epochs; after each epoch the validation split picks β (calibrated
+stacking) and scores HM; the epoch with the best validation HM and its β are the *selection*. Stage 2 retrains from
+scratch on train + val for exactly ``best_epoch + 1`` epochs (the same 0-based epoch index the reference loads) and is
+evaluated once, on the test split, with the selected β.
+
+A run directory holds ``config.yaml`` (the resolved configuration, seed, git SHA, code version), ``log.jsonl`` (one
+line per epoch) and ``checkpoint.pt`` (everything needed to resume after an interruption, RNG states included).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from extractors.io import (
+    atomic_path,
+    code_version,
+    config_hash,
+    git_sha,
+    write_json_atomic,
+    write_text_atomic,
+)
+from training.config import RunConfig
+from training.data.features import EvalSet, StageData, load_stage
+from training.data.sampler import ClassBalancedSampler
+from training.metrics import ModeResults, beta_grid, evaluate_modes
+from training.models import InputDims, ZSLModel, build_model, get_model_class
+
+log = logging.getLogger("avzsl.train")
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int, deterministic: bool) -> None:
+    import random
+
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+        torch.backends.cudnn.benchmark = False
+
+
+def build_for_data(cfg: RunConfig, data: StageData, device: torch.device) -> ZSLModel:
+    dims = InputDims(audio=data.bank.dims["audio"], video=data.bank.dims["video"], text=int(data.text.shape[1]))
+    return build_model(cfg.model, dims, cfg.model_params).to(device)
+
+
+def load_data(cfg: RunConfig, stage: int, device: torch.device) -> StageData:
+    cls = get_model_class(cfg.model)
+    return load_stage(cfg.features, cfg.splits, cfg.text, stage, device, sequences=cls.needs_sequences,
+                      max_steps=cfg.train.max_steps)
+
+
+@torch.no_grad()
+def evaluate_split(model: ZSLModel, data: StageData, split: EvalSet, cfg: RunConfig,
+                   beta: float | None = None) -> ModeResults:
+    """Distances of every video of ``split`` to the split's classes, then the protocol of :mod:`training.metrics`."""
+    was_training = model.training
+    model.eval()
+    class_ids = split.class_ids
+    classes = model.embed_classes(data.text[torch.as_tensor(class_ids, device=data.text.device)])
+    chunks: dict[str, list[torch.Tensor]] = {}
+    for start in range(0, len(split.idx), cfg.train.eval_batch_size):
+        batch = data.bank.gather(split.idx[start:start + cfg.train.eval_batch_size], crop="center")
+        for mode, d in model.distances(model.embed_videos(batch), classes).items():
+            chunks.setdefault(mode, []).append(d)
+    dists = {m: torch.cat(c) for m, c in chunks.items()}
+    betas = beta_grid(cfg.train.beta_min, cfg.train.beta_max, cfg.train.beta_steps)
+    result = evaluate_modes(dists, model.primary_mode, class_ids, split.labels, split.seen, split.unseen, beta=beta,
+                            betas=betas, calibrated=model.calibrated_stacking)
+    model.train(was_training)
+    return result
+
+
+def _run_header(cfg: RunConfig, stage: int) -> dict:
+    return {"stage": stage, "seed": cfg.seed, "git_sha": git_sha(), "code_version": code_version(),
+            "config_hash": config_hash(cfg.to_dict()), "run": cfg.to_dict()}
+
+
+def train_stage(cfg: RunConfig, stage: int, run_dir: str | Path, selection: dict | None = None,
+                progress: bool = True) -> dict:
+    """Train one stage in ``run_dir``; resumes from ``checkpoint.pt`` when an earlier attempt was interrupted.
+
+    Returns the selection (stage 1) or the final training record (stage 2)."""
+    if stage not in (1, 2):
+        raise ValueError("stage must be 1 or 2")
+    if stage == 2 and selection is None:
+        raise ValueError("stage 2 needs the stage-1 selection (best epoch and beta)")
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed, cfg.deterministic)
+    header = _run_header(cfg, stage)
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(header, sort_keys=False))
+
+    data = load_data(cfg, stage, device)
+    model = build_for_data(cfg, data, device)
+    optimizers = model.configure_optimizers(cfg.train.lr, cfg.train.weight_decay)
+    schedulers = [torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="max", patience=cfg.train.patience,
+                                                             factor=cfg.train.factor)
+                  for o in optimizers] if cfg.train.scheduler == "plateau" else []
+    generator = torch.Generator(device=device).manual_seed(cfg.seed)
+    sampler = ClassBalancedSampler(data.train_labels, cfg.train.batch_size, cfg.train.n_batches, generator)
+    epochs = cfg.train.epochs if stage == 1 else int(selection["best_epoch"]) + 1
+
+    state = {"epoch": -1, "best": None, "history": []}
+    ckpt_path = run_dir / "checkpoint.pt"
+    if ckpt_path.exists():
+        state = _resume(ckpt_path, header["config_hash"], model, optimizers, schedulers, generator) or state
+    _rewrite_log(run_dir / "log.jsonl", state["history"])
+    log.info("%s stage %d on %s: %d training videos (%d classes), %d validation videos, epochs %d..%d",
+             cfg.model, stage, device, len(data.train_idx), sampler.n_classes, len(data.val.idx),
+             state["epoch"] + 1, epochs - 1)
+
+    from tqdm import tqdm
+
+    bar = tqdm(range(state["epoch"] + 1, epochs), desc=f"{cfg.model} stage {stage}", unit="epoch",
+               disable=not progress, initial=state["epoch"] + 1, total=epochs, mininterval=1)
+    for epoch in bar:
+        t0 = time.time()
+        model.train()
+        pos = sampler.epoch()
+        neg = sampler.negatives(pos) if model.needs_negatives else None
+        sums: dict[str, torch.Tensor] = {}
+        for b in range(cfg.train.n_batches):
+            batch = data.batch(pos[b], None if neg is None else neg[b], crop="random", generator=generator)
+            for k, v in model.train_step(batch, optimizers).items():
+                sums[k] = sums.get(k, 0) + v
+        losses = {k: float(v) / cfg.train.n_batches for k, v in sums.items()}
+        val = evaluate_split(model, data, data.val, cfg)
+        for s in schedulers:
+            s.step(val.main.hm)
+        record = {"epoch": epoch, "stage": stage, "lr": optimizers[0].param_groups[0]["lr"], "loss": losses,
+                  "val": {m: r.percent() for m, r in val.by_mode.items()}, "beta": val.combined_beta,
+                  "seconds": round(time.time() - t0, 3)}
+        state["history"].append(record)
+        if stage == 1 and (state["best"] is None or val.main.hm > state["best"]["hm"]):
+            state["best"] = {"epoch": epoch, "beta": val.combined_beta, "hm": val.main.hm,
+                             "val": val.main.percent()}
+        state["epoch"] = epoch
+        _save_checkpoint(ckpt_path, state, header["config_hash"], model, optimizers, schedulers, generator)
+        with open(run_dir / "log.jsonl", "a") as f:
+            f.write(_jsonl(record))
+        bar.set_postfix(loss=f"{losses['loss']:.3f}", val_hm=f"{100 * val.main.hm:.2f}")
+        log.info("epoch %d: loss %.4f | val S %.2f U %.2f HM %.2f ZSL %.2f (beta %.2f) | %.1fs", epoch,
+                 losses["loss"], *(100 * x for x in (val.main.seen, val.main.unseen, val.main.hm, val.main.zsl)),
+                 val.main.beta, record["seconds"])
+    bar.close()
+
+    if stage == 1:
+        best = state["best"]
+        result = {"best_epoch": best["epoch"], "beta": best["beta"], "val": best["val"], "epochs": epochs,
+                  "model": cfg.model, "seed": cfg.seed, "code_version": code_version()}
+        log.info("selected epoch %d, beta %.2f (val HM %.2f)", best["epoch"], best["beta"], best["val"]["HM"])
+    else:
+        result = {"epochs": epochs, "selection": selection, "model": cfg.model, "seed": cfg.seed,
+                  "code_version": code_version()}
+        with atomic_path(run_dir / "model.pt", suffix=".pt") as tmp:
+            torch.save({"model": model.state_dict(), "header": header, "selection": selection,
+                        "dims": {"audio": model.dims.audio, "video": model.dims.video, "text": model.dims.text}},
+                       tmp)
+    return result
+
+
+def evaluate_test(cfg: RunConfig, model_path: str | Path, selection: dict) -> dict:
+    """Stage-2 model on the test split with the stage-1 β: the numbers that go into the results table."""
+    device = resolve_device(cfg.device)
+    seed_everything(cfg.seed, cfg.deterministic)
+    data = load_data(cfg, 2, device)
+    model = build_for_data(cfg, data, device)
+    ckpt = torch.load(model_path, map_location=device, weights_only=True)
+    model.load_state_dict(ckpt["model"])
+    res = evaluate_split(model, data, data.test, cfg, beta=float(selection["beta"]))
+    cls = get_model_class(cfg.model)
+    test = res.main.percent()
+    return {
+        "dataset": cfg.dataset, "feature_set": cfg.feature_set, "model": cfg.model, "display_name": cls.display_name,
+        "family": cls.family, "seed": cfg.seed, **{k: test[k] for k in ("S", "U", "HM", "ZSL")},
+        "beta": float(selection["beta"]), "best_epoch": int(selection["best_epoch"]),
+        "val": selection.get("val", {}), "modes": {m: r.percent() for m, r in res.by_mode.items()},
+        "counts": data.counts, "git_sha": git_sha(), "code_version": code_version(), "config": cfg.to_dict(),
+    }
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+def _save_checkpoint(path: Path, state: dict, cfg_hash: str, model, optimizers, schedulers, generator) -> None:
+    blob = {
+        "config_hash": cfg_hash, "state": state, "model": model.state_dict(),
+        "optimizers": [o.state_dict() for o in optimizers], "schedulers": [s.state_dict() for s in schedulers],
+        "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+    with atomic_path(path, suffix=".pt") as tmp:
+        torch.save(blob, tmp)
+
+
+def _resume(path: Path, cfg_hash: str, model, optimizers, schedulers, generator) -> dict | None:
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:  # noqa: BLE001 - an unreadable checkpoint means starting over, not crashing
+        log.warning("ignoring unreadable checkpoint %s (%s)", path, e)
+        return None
+    if blob.get("config_hash") != cfg_hash:
+        log.warning("checkpoint %s belongs to a different configuration; starting over", path)
+        return None
+    model.load_state_dict(blob["model"])
+    for o, s in zip(optimizers, blob["optimizers"]):
+        o.load_state_dict(s)
+    for sch, s in zip(schedulers, blob["schedulers"]):
+        sch.load_state_dict(s)
+    generator.set_state(blob["generator"])
+    torch.set_rng_state(blob["torch_rng"])
+    if blob.get("cuda_rng") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(blob["cuda_rng"])
+    log.info("resuming after epoch %d from %s", blob["state"]["epoch"], path)
+    return blob["state"]
+
+
+def _rewrite_log(path: Path, history: list[dict]) -> None:
+    write_text_atomic(path, "".join(_jsonl(r) for r in history))
+
+
+def _jsonl(record: dict) -> str:
+    import json
+
+    return json.dumps(record, sort_keys=True) + "\n"
+
+
+def write_selection(path: str | Path, selection: dict) -> None:
+    write_json_atomic(path, selection)

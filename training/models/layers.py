@@ -1,0 +1,80 @@
+"""Building blocks shared by several models."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class EmbeddingNet(nn.Module):
+    """Linear -> BatchNorm -> ReLU -> Dropout, optionally with a hidden layer of the same kind first.
+
+    As in the benchmark's reference code, ``momentum`` applies to the output BatchNorm only (the hidden one keeps
+    PyTorch's default 0.1), and only when there is a hidden layer."""
+
+    def __init__(self, d_in: int, d_out: int, hidden: int | None = None, dropout: float = 0.0,
+                 momentum: float = 0.1, batch_norm: bool = True):
+        super().__init__()
+        layers: list[nn.Module] = []
+        if hidden:
+            layers += [nn.Linear(d_in, hidden), nn.BatchNorm1d(hidden) if batch_norm else nn.Identity(), nn.ReLU(),
+                       nn.Dropout(dropout), nn.Linear(hidden, d_out),
+                       nn.BatchNorm1d(d_out, momentum=momentum) if batch_norm else nn.Identity(), nn.ReLU(),
+                       nn.Dropout(dropout)]
+        else:
+            layers += [nn.Linear(d_in, d_out), nn.BatchNorm1d(d_out) if batch_norm else nn.Identity(), nn.ReLU(),
+                       nn.Dropout(dropout)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() == 3:  # (B, T, D): the same net on every step
+            b, t, d = x.shape
+            return self.net(x.reshape(b * t, d)).reshape(b, t, -1)
+        return self.net(x)
+
+
+class Attention(nn.Module):
+    """Multi-head attention with separate head width (ViT style); masks: True = blocked."""
+
+    def __init__(self, dim: int, heads: int, dim_head: int, dropout: float = 0.0):
+        super().__init__()
+        inner = heads * dim_head
+        self.heads, self.dim_head, self.dropout = heads, dim_head, dropout
+        self.to_qkv = nn.Linear(dim, inner * 3, bias=False)
+        project = not (heads == 1 and dim_head == dim)
+        self.to_out = nn.Sequential(nn.Linear(inner, dim), nn.Dropout(dropout)) if project else nn.Identity()
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        b, n, _ = x.shape
+        q, k, v = (t.reshape(b, n, self.heads, self.dim_head).transpose(1, 2) for t in self.to_qkv(x).chunk(3, -1))
+        attn_mask = None if mask is None else ~mask[:, None] if mask.dim() == 3 else ~mask
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask,
+                                             dropout_p=self.dropout if self.training else 0.0)
+        return self.to_out(out.transpose(1, 2).reshape(b, n, -1))
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, dim),
+                                 nn.Dropout(dropout))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+class PreNormTransformer(nn.Module):
+    """``depth`` layers of x += Attn(LN(x)); x += FF(LN(x))."""
+
+    def __init__(self, dim: int, depth: int, heads: int, dim_head: int, mlp_dim: int, dropout: float = 0.0):
+        super().__init__()
+        self.layers = nn.ModuleList(
+            nn.ModuleList([nn.LayerNorm(dim), Attention(dim, heads, dim_head, dropout), nn.LayerNorm(dim),
+                           FeedForward(dim, mlp_dim, dropout)]) for _ in range(depth))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        for ln1, attn, ln2, ff in self.layers:
+            x = attn(ln1(x), mask) + x
+            x = ff(ln2(x)) + x
+        return x

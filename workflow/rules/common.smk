@@ -1,0 +1,234 @@
+"""Configuration checks, paths and run resolution: every Python helper of the workflow."""
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import jsonschema
+import yaml
+
+ROOT = Path(workflow.basedir)
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from training.config import ConfigError, load_model_config, resolve_hparams  # noqa: E402
+
+# Jobs run the workflow's own code (`python -m training.cli`) whether or not the package is installed.
+shell.prefix(f"set -euo pipefail; export PYTHONPATH='{ROOT}'${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+ENV = "../../envs/avzsl.yaml"
+NOTHING = "(?!x)x"  # a wildcard constraint no name matches
+
+
+# ------------------------------------------------------------------------------------------ validation
+def _deref(schema, defs):
+    if "$ref" not in schema:
+        return schema
+    target = defs[schema["$ref"].removeprefix("#/$defs/")]
+    return {**target, **{k: v for k, v in schema.items() if k != "$ref"}}
+
+
+def _fill_defaults(node, schema, defs):
+    schema = _deref(schema, defs)
+    if not isinstance(node, dict):
+        return
+    for key, sub in schema.get("properties", {}).items():
+        sub = _deref(sub, defs)
+        if key not in node and "default" in sub:
+            node[key] = json.loads(json.dumps(sub["default"]))
+        if key in node:
+            _fill_defaults(node[key], sub, defs)
+    extra = schema.get("additionalProperties")
+    if isinstance(extra, dict):
+        for key in node:
+            if key not in schema.get("properties", {}):
+                _fill_defaults(node[key], extra, defs)
+
+
+def _schema_errors(cfg, schema):
+    errors = list(jsonschema.Draft202012Validator(schema).iter_errors(cfg))
+    if not errors:
+        return None
+    err = jsonschema.exceptions.best_match(errors)
+    where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+    if err.validator == "additionalProperties":
+        unknown = re.findall(r"'([^']+)' w(?:as|ere) unexpected", err.message)
+        return f"config: unknown key {', '.join(unknown) or err.message} in {where}"
+    if err.validator == "required":
+        return f"config: {where}: {err.message}"
+    return f"config: {where}: {err.message}"
+
+
+def validate_config(cfg):
+    schema = yaml.safe_load((ROOT / "workflow" / "schemas" / "config.schema.yaml").read_text())
+    message = _schema_errors(cfg, schema)
+    if message:
+        raise ConfigError(message)
+    _fill_defaults(cfg, schema, schema.get("$defs", {}))
+    message = _schema_errors(cfg, schema)
+    if message:
+        raise ConfigError(message)
+    for name in cfg["active_datasets"]:
+        if name not in cfg["datasets"]:
+            raise ConfigError(f"config: active_datasets names {name!r}, which is not defined under datasets "
+                              f"(defined: {', '.join(sorted(cfg['datasets'])) or 'none'})")
+        _check_dataset(name, cfg["datasets"][name], cfg)
+    _check_models(cfg)
+
+
+def _check_dataset(name, ds, cfg):
+    where = f"datasets.{name}"
+    if ds["source"] == "released_avca":
+        rel = ds["released_avca"]
+        if not rel["root"]:
+            raise ConfigError(f"config: {where}.released_avca.root must name the released AVCA feature folder")
+        root = Path(rel["root"])
+        if not root.is_dir():
+            raise ConfigError(f"config: {where}.released_avca.root: feature root not found: {root}")
+        if not (root / rel["dataset"]).is_dir():
+            raise ConfigError(f"config: {where}.released_avca.root: {root} has no {rel['dataset']}/ folder")
+        bad = [f for f in ds["feature_sets"] if f not in ("main", "cls")]
+        if bad:
+            raise ConfigError(f"config: {where}.feature_sets: released AVCA feature sets are main and cls, not {bad}")
+        return
+    for fs in ds["feature_sets"]:
+        if fs not in cfg["feature_sets"]:
+            raise ConfigError(f"config: {where}.feature_sets names {fs!r}, which is not defined under feature_sets")
+    if ds["source"] == "local":
+        root = ds["local"]["root"]
+        if not root or not Path(root).is_dir():
+            raise ConfigError(f"config: {where}.local.root: video folder not found: {root!r}")
+    official = ds["splits"]["official_dir"]
+    if official and not Path(official).is_dir():
+        raise ConfigError(f"config: {where}.splits.official_dir: folder not found: {official}")
+
+
+def _check_models(cfg):
+    from training.models import get_model_class  # imports torch: only once, while the DAG is built
+
+    for model in cfg["models"]:
+        try:
+            cls = get_model_class(model)
+            load_model_config(model)
+        except ValueError as e:
+            raise ConfigError(f"config: models: {e}") from None
+        for where, ov in [("training.overrides", cfg["training"]["overrides"]),
+                          (f"training.model_overrides.{model}", cfg["training"]["model_overrides"].get(model, {}))]:
+            unknown = sorted(set(ov.get("model", {})) - set(cls.hparams))
+            if unknown:
+                raise ConfigError(f"config: {where}.model: model {model!r} has no hyper-parameter(s) {unknown}")
+    for model in cfg["training"]["model_overrides"]:
+        if model not in cfg["models"]:
+            raise ConfigError(f"config: training.model_overrides names {model!r}, which is not in models")
+    for ds_name in cfg["active_datasets"]:
+        ds = cfg["datasets"][ds_name]
+        for fs in ds["feature_sets"]:
+            for model in cfg["models"]:
+                resolve_run_hparams(model, ds, fs, cfg)
+
+
+def resolve_run_hparams(model, ds, feature_set, cfg=config):
+    overrides = {"train": {**cfg["training"]["overrides"].get("train", {}),
+                           **cfg["training"]["model_overrides"].get(model, {}).get("train", {})},
+                 "model": {**cfg["training"]["overrides"].get("model", {}),
+                           **cfg["training"]["model_overrides"].get(model, {}).get("model", {})}}
+    try:
+        return resolve_hparams(model, ds["hparams"], feature_set, overrides)
+    except ConfigError as e:
+        raise ConfigError(f"config: {e}") from None
+
+
+validate_config(config)
+
+
+# ------------------------------------------------------------------------------------------ datasets
+DATASETS = {name: config["datasets"][name] for name in config["active_datasets"]}
+
+
+def _names(source):
+    names = [re.escape(n) for n, d in DATASETS.items() if d["source"] in source]
+    return "|".join(names) or NOTHING
+
+
+VIDEO_DATASETS = _names({"demo", "local"})  # acquired and extracted here
+RELEASED_DATASETS = _names({"released_avca"})
+BUILT_SPLIT_DATASETS = "|".join(re.escape(n) for n, d in DATASETS.items()
+                                if d["source"] in ("demo", "local") and not d["splits"]["official_dir"]) or NOTHING
+OFFICIAL_SPLIT_DATASETS = "|".join(re.escape(n) for n, d in DATASETS.items()
+                                   if d["source"] in ("demo", "local") and d["splits"]["official_dir"]) or NOTHING
+SPLIT_STAGES = ["stage_1_train", "stage_1_val_seen", "stage_1_val_unseen",
+                "stage_2_train", "stage_2_test_seen", "stage_2_test_unseen"]
+
+
+def split_variant(dataset, feature_set):
+    """Released trees have a split per feature set (main_split, cls_split); other sources one split."""
+    return feature_set if DATASETS[dataset]["source"] == "released_avca" else "default"
+
+
+def split_dir(dataset, feature_set):
+    return f"results/splits/{dataset}/{split_variant(dataset, feature_set)}"
+
+
+def split_outputs(folder):
+    return [f"{folder}/all_class.txt"] + [f"{folder}/{s}.{e}" for s in SPLIT_STAGES for e in ("txt", "csv")]
+
+
+def features_path(dataset, feature_set):
+    return f"results/features/{dataset}/{feature_set}/features.h5"
+
+
+def text_path(dataset):
+    return f"results/text/{dataset}/text.h5"
+
+
+def shard_paths(wildcards):
+    return [f"results/features/{wildcards.dataset}/{wildcards.feature_set}/shards/{i}.h5"
+            for i in range(config["extract"]["shards"])]
+
+
+def dataset_spec(wildcards):
+    return DATASETS[wildcards.dataset]
+
+
+def released(wildcards):
+    return DATASETS[wildcards.dataset]["released_avca"]
+
+
+def class_names_input(wildcards):
+    return f"resources/{wildcards.dataset}/class_names.csv"
+
+
+def text_split_inputs(wildcards):
+    """Any one split folder of the dataset gives the class list (all_class.txt is shared by its variants)."""
+    fs = DATASETS[wildcards.dataset]["feature_sets"][0]
+    return split_outputs(split_dir(wildcards.dataset, fs))
+
+
+# ------------------------------------------------------------------------------------------ runs
+def run_dir(w):
+    return f"results/runs/{w.dataset}/{w.feature_set}/{w.model}/seed{w.seed}"
+
+
+def run_config(w):
+    """The resolved configuration of one run, as JSON: identical for both stages and the evaluation."""
+    ds = DATASETS[w.dataset]
+    hp = resolve_run_hparams(w.model, ds, w.feature_set)
+    cfg = {"model": w.model, "seed": int(w.seed), "train": hp["train"], "model_params": hp["model"],
+           "dataset": w.dataset, "feature_set": w.feature_set, "profile": ds["hparams"],
+           "features": features_path(w.dataset, w.feature_set), "splits": split_dir(w.dataset, w.feature_set),
+           "text": text_path(w.dataset), "device": config["training"]["device"]}
+    return json.dumps(cfg, sort_keys=True)
+
+
+def run_inputs(w):
+    return {"features": features_path(w.dataset, w.feature_set),
+            "splits": split_outputs(split_dir(w.dataset, w.feature_set)),
+            "text": text_path(w.dataset)}
+
+
+RUNS = [(ds, fs, m, s) for ds in DATASETS for fs in DATASETS[ds]["feature_sets"]
+        for m in config["models"] for s in config["seeds"]]
+
+
+def all_test_results():
+    return [f"results/runs/{ds}/{fs}/{m}/seed{s}/test.json" for ds, fs, m, s in RUNS]

@@ -1,0 +1,25 @@
+"""Evaluate: the stage-2 model on the test split with the β chosen in stage 1."""
+
+
+rule evaluate:
+    input:
+        unpack(run_inputs),
+        selection="results/runs/{dataset}/{feature_set}/{model}/seed{seed}/stage1/selection.json",
+        model="results/runs/{dataset}/{feature_set}/{model}/seed{seed}/stage2/model.pt",
+    output:
+        "results/runs/{dataset}/{feature_set}/{model}/seed{seed}/test.json",
+    params:
+        run=run_config,
+    wildcard_constraints:
+        seed=r"\d+",
+    resources:
+        gpu=config["training"]["gpus"],
+        mem_mb=8000,
+        runtime=30,
+    log:
+        "logs/evaluate/{dataset}/{feature_set}/{model}/seed{seed}.log",
+    conda:
+        ENV
+    shell:
+        "python -m training.cli --quiet evaluate --run-config {params.run:q} --model-path {input.model} --selection {input.selection}"
+        " --out {output} > {log} 2>&1"

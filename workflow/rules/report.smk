@@ -1,0 +1,17 @@
+"""Report: every test result in one table."""
+
+
+rule summary:
+    input:
+        all_test_results(),
+    output:
+        csv="results/summary.csv",
+        md="results/summary.md",
+    params:
+        title=config["report"]["title"],
+    log:
+        "logs/summary.log",
+    conda:
+        ENV
+    shell:
+        "python -m training.cli --quiet report --csv {output.csv} --md {output.md} --title {params.title:q} {input} > {log} 2>&1"

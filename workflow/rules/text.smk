@@ -1,0 +1,48 @@
+"""Text: one embedding per class, keyed by class name."""
+
+
+rule class_text:
+    input:
+        splits=text_split_inputs,
+        class_names=class_names_input,
+    output:
+        "results/text/{dataset}/text.h5",
+    params:
+        encoder=config["text"]["encoder"],
+        encoder_params=json.dumps(config["text"]["params"], sort_keys=True),
+        template=config["text"]["template"],
+        splits=lambda w, input: str(Path(input.splits[0]).parent),
+    wildcard_constraints:
+        dataset=VIDEO_DATASETS,
+    resources:
+        mem_mb=3000,
+        runtime=20,
+    log:
+        "logs/class_text/{dataset}.log",
+    conda:
+        ENV
+    shell:
+        "python -m training.cli --quiet text --splits {params.splits} --class-names {input.class_names} --encoder {params.encoder}"
+        " --params {params.encoder_params:q} --template {params.template:q} --out {output} > {log} 2>&1"
+
+
+rule import_released_text:
+    input:
+        text_split_inputs,
+    output:
+        "results/text/{dataset}/text.h5",
+    params:
+        root=lambda w: released(w)["root"],
+        name=lambda w: released(w)["dataset"],
+        feature_set=lambda w: DATASETS[w.dataset]["feature_sets"][0],
+        legacy=lambda w: "--legacy-reference-order" if released(w)["legacy_reference_order"] else "",
+        npy=lambda w: f"--npy {released(w)['text_npy']}" if released(w)["text_npy"] else "",
+    wildcard_constraints:
+        dataset=RELEASED_DATASETS,
+    log:
+        "logs/import_released_text/{dataset}.log",
+    conda:
+        ENV
+    shell:
+        "python -m training.cli --quiet import-avca text --root {params.root:q} --dataset {params.name} --feature-set {params.feature_set}"
+        " {params.legacy} {params.npy} --out {output} > {log} 2>&1"
