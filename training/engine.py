@@ -57,7 +57,9 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 
 def build_for_data(cfg: RunConfig, data: StageData, device: torch.device) -> ZSLModel:
-    dims = InputDims(audio=data.bank.dims["audio"], video=data.bank.dims["video"], text=int(data.text.shape[1]))
+    bank = data.bank
+    dims = InputDims(audio=bank.dims["audio"], video=bank.dims["video"], text=int(data.text.shape[1]),
+                     audio_step_seconds=bank.step_seconds["audio"], video_step_seconds=bank.step_seconds["video"])
     return build_model(cfg.model, dims, cfg.model_params).to(device)
 
 
@@ -74,7 +76,10 @@ def evaluate_split(model: ZSLModel, data: StageData, split: EvalSet, cfg: RunCon
     was_training = model.training
     model.eval()
     class_ids = split.class_ids
-    classes = model.embed_classes(data.text[torch.as_tensor(class_ids, device=data.text.device)])
+    class_text = data.text[torch.as_tensor(class_ids, device=data.text.device)]
+    model.prepare_evaluation(class_ids, class_text, split.seen, split.unseen)
+    model.eval()
+    classes = model.embed_classes(class_text)
     chunks: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(split.idx), cfg.train.eval_batch_size):
         batch = data.bank.gather(split.idx[start:start + cfg.train.eval_batch_size], crop="center")
@@ -111,6 +116,8 @@ def train_stage(cfg: RunConfig, stage: int, run_dir: str | Path, selection: dict
 
     data = load_data(cfg, stage, device)
     model = build_for_data(cfg, data, device)
+    train_classes = torch.unique(data.train_labels)
+    model.set_training_classes(train_classes, data.text[train_classes])
     optimizers = model.configure_optimizers(cfg.train.lr, cfg.train.weight_decay)
     schedulers = [torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="max", patience=cfg.train.patience,
                                                              factor=cfg.train.factor)
@@ -186,6 +193,8 @@ def evaluate_test(cfg: RunConfig, model_path: str | Path, selection: dict) -> di
     model = build_for_data(cfg, data, device)
     ckpt = torch.load(model_path, map_location=device, weights_only=True)
     model.load_state_dict(ckpt["model"])
+    train_classes = torch.unique(data.train_labels)
+    model.set_training_classes(train_classes, data.text[train_classes])
     res = evaluate_split(model, data, data.test, cfg, beta=float(selection["beta"]))
     cls = get_model_class(cfg.model)
     test = res.main.percent()

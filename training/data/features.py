@@ -63,6 +63,7 @@ class FeatureBank:
         self.n = len(rows)
         self.means = {m: torch.from_numpy(store.means(m, rows)).to(device) for m in MODALITIES}
         self.dims = {m: self.means[m].shape[1] for m in MODALITIES}
+        self.step_seconds = dict(store.step_seconds)
         self.sequences = sequences
         self.flat, self.offsets, self.lengths, self.steps = {}, {}, {}, {}
         if sequences:

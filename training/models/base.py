@@ -21,6 +21,8 @@ class InputDims:
     audio: int
     video: int
     text: int
+    audio_step_seconds: float = 1.0  # time between consecutive sequence steps
+    video_step_seconds: float = 1.0
 
 
 class ZSLModel(nn.Module):
@@ -39,6 +41,18 @@ class ZSLModel(nn.Module):
         super().__init__()
         self.dims = dims
         self.hp = hp
+
+    # ---- hooks the engine calls
+    def set_training_classes(self, class_ids: torch.Tensor, class_text: torch.Tensor) -> None:
+        """Before training: the ids and text embeddings of the training classes (for losses over all training
+        classes, e.g. cross-entropy or ranking against every seen class). Text only, no samples."""
+        self.train_class_ids = class_ids
+        self.train_class_text = class_text
+
+    def prepare_evaluation(self, class_ids: list[int], class_text: torch.Tensor, seen: list[int],
+                           unseen: list[int]) -> None:
+        """Before an evaluation: the candidate classes of the split (ids, text; no samples). Generative models
+        synthesise unseen-class features here; most models need nothing."""
 
     # ---- training
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

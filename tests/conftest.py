@@ -1,0 +1,49 @@
+"""Shared fixtures: a tiny generated dataset with features, splits and text, and the reference data in ../shared."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED = Path(os.environ.get("AVZSL_SHARED", REPO.parent / "shared"))
+SPLITS_ROOT = SHARED / "data" / "avgzsl_splits"
+
+
+@pytest.fixture(scope="session")
+def shared_splits() -> Path:
+    """The official AVCA split files; tests that need them skip when ../shared is not beside the checkout."""
+    if not (SPLITS_ROOT / "avgzsl_benchmark_datasets").is_dir():
+        pytest.skip(f"reference split files not found at {SPLITS_ROOT} (set AVZSL_SHARED to the shared/ folder)")
+    return SPLITS_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory) -> dict:
+    """Generated clips (3 visuals x 3 sounds, 6 clips each), extracted, split and embedded: a real miniature of the
+    demo pipeline, built once per test session."""
+    from extractors.extract import ExtractOptions, extract_shard
+    from extractors.sources.demo import DemoSpec, generate, read_factors
+    from extractors.sources.manifest import read_class_names, read_manifest
+    from extractors.text_encoders import encode
+    from extractors.text_store import write_text_store
+    from training.data.splits import SplitRecipe, build_splits, write_splits
+
+    root = tmp_path_factory.mktemp("tiny")
+    spec = DemoSpec(n_visuals=3, n_sounds=3, clips_per_class=6, min_seconds=1.5, max_seconds=3.0, seed=1)
+    manifest = generate(root / "data", spec, workers=2, progress=False)
+    features = root / "features.h5"
+    extract_shard(manifest, 0, 1, "handcrafted", {}, features, ExtractOptions(workers=0, progress=False))
+    rows = read_manifest(manifest)
+    splits = build_splits([(r.video_id, r.label, r.group) for r in rows],
+                          SplitRecipe(n_val_unseen=2, n_test_unseen=2, val_seen_fraction=0.2,
+                                      test_seen_fraction=0.2, seed=0),
+                          read_factors(root / "data" / "class_names.csv"))
+    write_splits(root / "splits", splits)
+    names = read_class_names(root / "data" / "class_names.csv")
+    texts = [names[c] for c in splits.all_classes]
+    write_text_store(root / "text.h5", splits.all_classes, texts, encode(texts, "minilm"), "minilm")
+    return {"root": root, "manifest": manifest, "features": features, "splits": root / "splits",
+            "text": root / "text.h5", "spec": spec}
