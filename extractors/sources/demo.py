@@ -115,7 +115,10 @@ def write_clip(path: Path, rng: np.random.Generator, vi: int, si: int, spec: Dem
     frames = render_video(rng, vi, width, height, fps, n_frames, spec.difficulty)
     wav = synth_audio(rng, si, sr, seconds, spec.difficulty) if with_audio else None
     with atomic_path(path, suffix=".mp4") as tmp, av.open(str(tmp), "w", format="mp4") as out:
-        vs = out.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": "20"})
+        # byte-identical output run to run: x264's macroblock-tree lookahead reads uninitialised memory at widths
+        # that are not multiples of 64, and frame threads reorder work, so both are off
+        vs = out.add_stream("libx264", rate=fps, options={"preset": "veryfast", "crf": "20", "threads": "1",
+                                                          "x264-params": "no-mbtree=1"})
         vs.width, vs.height, vs.pix_fmt = width, height, "yuv420p"
         as_ = None
         if wav is not None:
