@@ -185,6 +185,8 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 def parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="avzsl", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="CPU threads for tensor operations (0: torch's default); set to the job's share of cores")
     sub = ap.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("demo-data", help="generate the offline demo dataset")
@@ -285,8 +287,21 @@ def parser() -> argparse.ArgumentParser:
     return ap
 
 
+def _limit_threads(n: int) -> None:
+    """Several jobs share a machine: more compute threads than cores makes OpenMP spin and every job crawl."""
+    import os
+
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(n)
+    import torch
+
+    torch.set_num_threads(n)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
+    if args.threads > 0:
+        _limit_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
     try:

@@ -93,6 +93,13 @@ def evaluate_split(model: ZSLModel, data: StageData, split: EvalSet, cfg: RunCon
     return result
 
 
+def complete_config(cfg: RunConfig) -> RunConfig:
+    """The run configuration with every model hyper-parameter spelled out (defaults included)."""
+    from dataclasses import replace
+
+    return replace(cfg, model_params={**get_model_class(cfg.model).hparams, **cfg.model_params})
+
+
 def _run_header(cfg: RunConfig, stage: int) -> dict:
     return {"stage": stage, "seed": cfg.seed, "git_sha": git_sha(), "code_version": code_version(),
             "config_hash": config_hash(cfg.to_dict()), "run": cfg.to_dict()}
@@ -109,6 +116,7 @@ def train_stage(cfg: RunConfig, stage: int, run_dir: str | Path, selection: dict
         raise ValueError("stage 2 needs the stage-1 selection (best epoch and beta)")
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    cfg = complete_config(cfg)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)
     header = _run_header(cfg, stage)
@@ -187,6 +195,7 @@ def train_stage(cfg: RunConfig, stage: int, run_dir: str | Path, selection: dict
 
 def evaluate_test(cfg: RunConfig, model_path: str | Path, selection: dict) -> dict:
     """Stage-2 model on the test split with the stage-1 β: the numbers that go into the results table."""
+    cfg = complete_config(cfg)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)
     data = load_data(cfg, 2, device)

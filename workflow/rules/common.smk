@@ -13,6 +13,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from training.config import ConfigError, load_model_config, resolve_hparams  # noqa: E402
+from training.data.released_avca import read_tree_splits  # noqa: E402
+from training.data.splits import SplitError, read_splits  # noqa: E402
 
 # Jobs run the workflow's own code (`python -m training.cli`) whether or not the package is installed.
 shell.prefix(f"set -euo pipefail; export PYTHONPATH='{ROOT}'${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
@@ -90,6 +92,8 @@ def _check_dataset(name, ds, cfg):
         bad = [f for f in ds["feature_sets"] if f not in ("main", "cls")]
         if bad:
             raise ConfigError(f"config: {where}.feature_sets: released AVCA feature sets are main and cls, not {bad}")
+        for fs in ds["feature_sets"]:
+            _check_splits(where, lambda fs=fs: read_tree_splits(root, rel["dataset"], fs))
         return
     for fs in ds["feature_sets"]:
         if fs not in cfg["feature_sets"]:
@@ -99,8 +103,18 @@ def _check_dataset(name, ds, cfg):
         if not root or not Path(root).is_dir():
             raise ConfigError(f"config: {where}.local.root: video folder not found: {root!r}")
     official = ds["splits"]["official_dir"]
-    if official and not Path(official).is_dir():
-        raise ConfigError(f"config: {where}.splits.official_dir: folder not found: {official}")
+    if official:
+        if not Path(official).is_dir():
+            raise ConfigError(f"config: {where}.splits.official_dir: folder not found: {official}")
+        _check_splits(where, lambda: read_splits(official))
+
+
+def _check_splits(where, read):
+    """Split files given as input are checked before anything runs (e.g. unseen classes that are also seen)."""
+    try:
+        read()
+    except (SplitError, FileNotFoundError) as e:
+        raise ConfigError(f"config: {where}: {e}") from None
 
 
 def _check_models(cfg):

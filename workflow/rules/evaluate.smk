@@ -12,6 +12,7 @@ rule evaluate:
         run=run_config,
     wildcard_constraints:
         seed=r"\d+",
+    threads: config["training"]["threads"]
     resources:
         gpu=config["training"]["gpus"],
         mem_mb=8000,
@@ -21,5 +22,5 @@ rule evaluate:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet evaluate --run-config {params.run:q} --model-path {input.model} --selection {input.selection}"
+        "python -m training.cli --quiet --threads {threads} evaluate --run-config {params.run:q} --model-path {input.model} --selection {input.selection}"
         " --out {output} > {log} 2>&1"

@@ -20,7 +20,7 @@ rule extract_shard:
     wildcard_constraints:
         dataset=VIDEO_DATASETS,
         shard=r"\d+",
-    threads: max(1, config["extract"]["workers"])
+    threads: config["extract"]["workers"] + 1  # decode workers + the process that runs the backbone
     resources:
         gpu=config["extract"]["gpus"],
         mem_mb=4000,
@@ -32,9 +32,10 @@ rule extract_shard:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet extract --manifest {input.manifest} --shard {wildcards.shard} --shards {params.shards}"
+        "python -m training.cli --quiet --threads 1 extract --manifest {input.manifest} --shard {wildcards.shard}"
+        " --shards {params.shards}"
         " --backbone {params.backbone} --params {params.backbone_params:q} --decoder {params.decoder}"
-        " --workers {threads} --batch-windows {params.batch_windows} --device {params.device}"
+        " --workers $(( {threads} - 1 )) --batch-windows {params.batch_windows} --device {params.device}"
         " --precision {params.precision} {params.max_seconds} --out {output} > {log} 2>&1"
 
 
@@ -54,7 +55,7 @@ rule merge_features:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet merge-features --out {output.features} --failures {output.failures} {input} > {log} 2>&1"
+        "python -m training.cli --quiet --threads {threads} merge-features --out {output.features} --failures {output.failures} {input} > {log} 2>&1"
 
 
 rule import_released_features:
@@ -73,5 +74,5 @@ rule import_released_features:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet import-avca features --root {params.root:q} --dataset {params.name}"
+        "python -m training.cli --quiet --threads {threads} import-avca features --root {params.root:q} --dataset {params.name}"
         " --feature-set {wildcards.feature_set} --out {output} > {log} 2>&1"

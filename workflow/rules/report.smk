@@ -14,4 +14,4 @@ rule summary:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet report --csv {output.csv} --md {output.md} --title {params.title:q} {input} > {log} 2>&1"
+        "python -m training.cli --quiet --threads {threads} report --csv {output.csv} --md {output.md} --title {params.title:q} {input} > {log} 2>&1"

@@ -20,7 +20,7 @@ rule build_splits:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet build-splits --manifest {input.manifest} --class-names {input.class_names} {params.cover}"
+        "python -m training.cli --quiet --threads {threads} build-splits --manifest {input.manifest} --class-names {input.class_names} {params.cover}"
         " --recipe {params.recipe:q} --out {params.out} > {log} 2>&1"
 
 
@@ -37,7 +37,7 @@ rule official_splits:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet copy-splits --src {params.src:q} --out {params.out} > {log} 2>&1"
+        "python -m training.cli --quiet --threads {threads} copy-splits --src {params.src:q} --out {params.out} > {log} 2>&1"
 
 
 rule import_released_splits:
@@ -55,5 +55,5 @@ rule import_released_splits:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet import-avca splits --root {params.root:q} --dataset {params.name}"
+        "python -m training.cli --quiet --threads {threads} import-avca splits --root {params.root:q} --dataset {params.name}"
         " --feature-set {wildcards.variant} --out {params.out} > {log} 2>&1"

@@ -22,7 +22,7 @@ rule class_text:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet text --splits {params.splits} --class-names {input.class_names} --encoder {params.encoder}"
+        "python -m training.cli --quiet --threads {threads} text --splits {params.splits} --class-names {input.class_names} --encoder {params.encoder}"
         " --params {params.encoder_params:q} --template {params.template:q} --out {output} > {log} 2>&1"
 
 
@@ -44,5 +44,5 @@ rule import_released_text:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet import-avca text --root {params.root:q} --dataset {params.name} --feature-set {params.feature_set}"
+        "python -m training.cli --quiet --threads {threads} import-avca text --root {params.root:q} --dataset {params.name} --feature-set {params.feature_set}"
         " {params.legacy} {params.npy} --out {output} > {log} 2>&1"

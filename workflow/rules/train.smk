@@ -12,6 +12,7 @@ rule train_stage1:
         run_dir=lambda w: f"{run_dir(w)}/stage1",
     wildcard_constraints:
         seed=r"\d+",
+    threads: config["training"]["threads"]
     resources:
         gpu=config["training"]["gpus"],
         mem_mb=8000,
@@ -23,7 +24,7 @@ rule train_stage1:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet train --stage 1 --run-config {params.run:q} --run-dir {params.run_dir} --out {output} > {log} 2>&1"
+        "python -m training.cli --quiet --threads {threads} train --stage 1 --run-config {params.run:q} --run-dir {params.run_dir} --out {output} > {log} 2>&1"
 
 
 rule train_stage2:
@@ -37,6 +38,7 @@ rule train_stage2:
         run_dir=lambda w: f"{run_dir(w)}/stage2",
     wildcard_constraints:
         seed=r"\d+",
+    threads: config["training"]["threads"]
     resources:
         gpu=config["training"]["gpus"],
         mem_mb=8000,
@@ -48,5 +50,5 @@ rule train_stage2:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet train --stage 2 --run-config {params.run:q} --run-dir {params.run_dir}"
+        "python -m training.cli --quiet --threads {threads} train --stage 2 --run-config {params.run:q} --run-dir {params.run_dir}"
         " --selection {input.selection} > {log} 2>&1"

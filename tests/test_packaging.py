@@ -1,0 +1,56 @@
+"""The environment files, the entry point and the README commands agree with each other."""
+
+import re
+import subprocess
+import sys
+
+import tomllib
+import yaml
+from conftest import REPO
+
+
+def _name(req: str) -> str:
+    return re.split(r"[<>=!~\[; ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
+
+
+def test_conda_env_lists_the_same_packages_as_pyproject():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    expected = project["dependencies"] + project["optional-dependencies"]["decord"]
+    env = yaml.safe_load((REPO / "envs" / "avzsl.yaml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert sorted(pip) == sorted(expected), "envs/avzsl.yaml and pyproject.toml disagree"
+    assert {_name(r) for r in pip} == {_name(r) for r in expected}
+
+
+def test_every_rule_names_the_environment_and_a_log():
+    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
+        text = smk.read_text()
+        for rule in re.findall(r"^rule (\w+):(.*?)(?=^rule |\Z)", text, re.M | re.S):
+            name, body = rule
+            assert "log:" in body, f"rule {name} has no log"
+            assert "conda:" in body, f"rule {name} names no environment"
+
+
+def test_console_entry_point_runs_every_stage():
+    out = subprocess.run([sys.executable, "-m", "training.cli", "--help"], capture_output=True, text=True, check=True)
+    for cmd in ("demo-data", "extract", "merge-features", "build-splits", "text", "import-avca", "train", "evaluate",
+                "report"):
+        assert cmd in out.stdout
+    scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
+    assert scripts == {"avzsl": "training.cli:main"}
+
+
+def test_ci_runs_the_readme_test_command():
+    readme = (REPO / "README.md").read_text()
+    blocks = re.findall(r"```bash\n(.*?)```", readme, re.S)
+    test_cmd = next(b for b in blocks if "pytest" in b).strip()
+    ci = (REPO / ".ci" / "run").read_text()
+    assert test_cmd in ci, "the README's test command is not what .ci/run runs"
+
+
+def test_no_absolute_machine_paths_in_tracked_files():
+    files = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    pattern = re.compile(r"(/work/|/home/\w+|/Users/\w+|/root/)")
+    offenders = [f for f in files if (REPO / f).is_file() and f.endswith((".py", ".smk", ".yaml", ".md", ".toml", ""))
+                 and not f.startswith("tests/") and pattern.search((REPO / f).read_text(errors="ignore"))]
+    assert offenders == []

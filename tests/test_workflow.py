@@ -1,0 +1,162 @@
+"""The Snakemake DAG end to end on tiny data: results, reruns, invalidation, and bad input."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO
+
+TINY = {
+    "active_datasets": ["demo"],
+    "datasets": {"demo": {
+        "source": "demo", "hparams": "demo", "feature_sets": ["handcrafted"],
+        "demo": {"n_visuals": 3, "n_sounds": 3, "clips_per_class": 6, "min_seconds": 1.5, "max_seconds": 2.5},
+        "splits": {"n_val_unseen": 2, "n_test_unseen": 2, "val_seen_fraction": 0.2, "test_seen_fraction": 0.2}}},
+    "feature_sets": {"handcrafted": {"backbone": "handcrafted", "params": {}}},
+    "extract": {"shards": 2, "workers": 0},
+    "models": ["avca"],
+    "seeds": [1, 2],
+    "training": {"device": "cpu", "overrides": {"train": {"epochs": 2, "n_batches": 3, "batch_size": 16}}},
+}
+
+
+def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2", *args]
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=1200)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
+    return proc
+
+
+def workdir_with(tmp: Path, config: dict) -> Path:
+    (tmp / "config").mkdir(parents=True, exist_ok=True)
+    (tmp / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return tmp
+
+
+def planned_jobs(dry_run_output: str) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a dry run."""
+    table = dry_run_output.split("Job stats:")[-1]
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\w+)\s+(\d+)\s*$", table, re.M)
+            if m.group(1) != "total"}
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    wd = workdir_with(tmp_path_factory.mktemp("wf"), TINY)
+    proc = snakemake(wd)
+    return wd, proc
+
+
+def test_demo_dag_produces_the_results_table(demo_run):
+    wd, proc = demo_run
+    assert "results table at" in proc.stdout + proc.stderr
+    rows = list(csv.DictReader(open(wd / "results" / "summary.csv")))
+    assert [(r["dataset"], r["feature_set"], r["model"], r["seed"]) for r in rows] == [
+        ("demo", "handcrafted", "avca", "1"), ("demo", "handcrafted", "avca", "2")]
+    for r in rows:
+        assert 0 <= float(r["HM"]) <= 100 and r["code_version"]
+    md = (wd / "results" / "summary.md").read_text()
+    assert "± " in md and "| Audio-visual | AVCA |" in md and "## Per seed" in md
+    failed = (wd / "results" / "features" / "demo" / "handcrafted" / "failed_media.tsv").read_text()
+    assert "broken_no_audio\tno audio stream" in failed
+    run = wd / "results" / "runs" / "demo" / "handcrafted" / "avca" / "seed1"
+    assert (run / "stage1" / "config.yaml").exists() and (run / "stage1" / "log.jsonl").exists()
+    for log in ("logs/demo_videos/demo.log", "logs/train_stage1/demo/handcrafted/avca/seed1.log"):
+        assert (wd / log).exists()
+
+
+def test_second_run_does_nothing(demo_run):
+    wd, _ = demo_run
+    proc = snakemake(wd, "-n")
+    assert "Nothing to be done" in proc.stdout + proc.stderr
+
+
+def test_an_extractor_parameter_invalidates_extraction_and_downstream_only(demo_run, tmp_path):
+    wd, _ = demo_run
+    changed = yaml.safe_load((wd / "config" / "config.yaml").read_text())
+    changed["feature_sets"]["handcrafted"]["params"] = {"frames_per_window": 6}
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(changed))
+    proc = snakemake(wd, "-n", "--configfile", str(tmp_path / "changed.yaml"))
+    jobs = planned_jobs(proc.stdout)
+    assert jobs == {"extract_shard": 2, "merge_features": 1, "train_stage1": 2, "train_stage2": 2, "evaluate": 2,
+                    "summary": 1, "all": 1}
+    assert "Params have changed" in proc.stdout
+
+
+def test_a_model_hyper_parameter_invalidates_training_only(demo_run, tmp_path):
+    wd, _ = demo_run
+    changed = yaml.safe_load((wd / "config" / "config.yaml").read_text())
+    changed["training"]["overrides"]["model"] = {"margin": 0.5}
+    (tmp_path / "changed.yaml").write_text(yaml.safe_dump(changed))
+    jobs = planned_jobs(snakemake(wd, "-n", "--configfile", str(tmp_path / "changed.yaml")).stdout)
+    assert jobs == {"train_stage1": 2, "train_stage2": 2, "evaluate": 2, "summary": 1, "all": 1}
+
+
+def _bad(tmp_path, mutate) -> subprocess.CompletedProcess:
+    cfg = yaml.safe_load(yaml.safe_dump(TINY))
+    mutate(cfg)
+    wd = workdir_with(tmp_path, cfg)
+    proc = snakemake(wd, check=False)
+    assert proc.returncode != 0
+    assert not (wd / "results").exists() and not (wd / "resources").exists(), "partial outputs left behind"
+    return proc
+
+
+@pytest.mark.parametrize("mutate,message", [
+    (lambda c: c["datasets"]["demo"]["demo"].update(n_clips=3), r"unknown key n_clips in datasets\.demo\.demo"),
+    (lambda c: c["extract"].update(shards="two"), r"extract\.shards: 'two' is not of type 'integer'"),
+    (lambda c: c.update(models=["avca", "nosuchmodel"]), r"unknown model 'nosuchmodel'"),
+    (lambda c: c["training"]["overrides"].update(model={"margn": 1}), r"has no hyper-parameter\(s\) \['margn'\]"),
+    (lambda c: c["datasets"].update(ucf={"source": "released_avca", "feature_sets": ["main"],
+                                         "released_avca": {"root": "/nonexistent/avca", "dataset": "UCF"}})
+     or c.update(active_datasets=["ucf"]), r"released_avca\.root: feature root not found: /nonexistent/avca"),
+])
+def test_bad_configuration_stops_with_one_clear_message(tmp_path, mutate, message):
+    proc = _bad(tmp_path, mutate)
+    assert re.search(message, proc.stderr + proc.stdout), proc.stderr[-2000:]
+    assert "ConfigError" in proc.stderr
+
+
+def test_overlapping_official_split_stops_before_anything_runs(shared_splits, tmp_path):
+    src = shared_splits / "avgzsl_benchmark_datasets" / "UCF" / "class-split"
+    split = tmp_path / "split"
+    shutil.copytree(src / "main_split", split)
+    shutil.copy(src / "all_class.txt", split)
+    (split / "stage_1_val_unseen.txt").write_text((split / "stage_1_val_unseen.txt").read_text() + "Archery\n")
+    proc = _bad(tmp_path / "wd", lambda c: c["datasets"]["demo"]["splits"].update(official_dir=str(split)))
+    assert re.search(r"unseen classes overlap seen ones: stage_1_val_unseen and stage_1_train share 1 class\(es\): "
+                     r"\['Archery'\]", proc.stderr), proc.stderr[-2000:]
+
+
+def test_released_feature_tree_trains_and_evaluates_through_the_dag(shared_splits, tmp_path):
+    from avca_tree import fabricate_tree
+
+    tree = fabricate_tree(shared_splits, tmp_path / "tree", "UCF", dims={"main": (32, 32), "cls": (16, 64)})
+    cfg = {"active_datasets": ["ucf"],
+           "datasets": {"ucf": {"source": "released_avca", "hparams": "ucf", "feature_sets": ["main", "cls"],
+                                "released_avca": {"root": str(tree), "dataset": "UCF"}}},
+           "models": ["avca"], "seeds": [42],
+           "training": {"device": "cpu", "overrides": {"train": {"epochs": 2, "n_batches": 3, "batch_size": 32}}}}
+    wd = workdir_with(tmp_path / "wd", cfg)
+    snakemake(wd)
+    rows = {r["feature_set"]: r for r in csv.DictReader(open(wd / "results" / "summary.csv"))}
+    assert set(rows) == {"main", "cls"}
+    for fs, n_unseen in (("main", 9), ("cls", 6)):
+        result = json.loads((wd / "results" / "runs" / "ucf" / fs / "avca" / "seed42" / "test.json").read_text())
+        assert result["counts"]["test"]["missing_features"] == 0
+        assert len(result["config"]["model_params"]) > 5
+        test_unseen = (wd / "results" / "splits" / "ucf" / fs / "stage_2_test_unseen.txt").read_text().split()
+        assert len(test_unseen) == n_unseen
+    # the reference hyper-parameters of the UCF profile were used (cls: BatchNorm momentum 0.99)
+    cls_cfg = yaml.safe_load((wd / "results" / "runs" / "ucf" / "cls" / "avca" / "seed42" / "stage1" /
+                              "config.yaml").read_text())
+    assert cls_cfg["run"]["model_params"]["momentum"] == 0.99 and cls_cfg["run"]["train"]["lr"] == 0.001
