@@ -21,6 +21,8 @@ rule all:
     input:
         "results/summary.csv",
         "results/summary.md",
+        # DAAN's ablation table whenever DAAN and its three variants are among the configured models
+        ["results/ablation.md"] if set(ABLATION) <= set(config["models"]) else [],
     default_target: True
 
 

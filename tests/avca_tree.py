@@ -42,3 +42,36 @@ def fabricate_tree(splits_root: Path, out_root: Path, dataset: str = "UCF", dims
         (fdir / "text").mkdir(parents=True, exist_ok=True)
         shutil.copy(splits_root / "w2v_features" / f"word_embeddings_{key}_normed.npy", fdir / "text")
     return out_root
+
+
+def fabricate_tcaf_tree(splits_root: Path, out_root: Path, dataset: str = "UCF", dims: dict | None = None,
+                        seed: int = 0, feature_sets=("main",)) -> Path:
+    """The TCaF layout: per-class pickles {features: [(T_i, D)], video_names: [bytes], fps: [25]}, official row order,
+    random per-step features (3-12 steps) around class centres."""
+    import pickle
+
+    dims = dims or {"main": (512, 512), "cls": (128, 4096)}
+    src = splits_root / "avgzsl_benchmark_datasets" / dataset
+    dst = out_root / dataset
+    shutil.copytree(src / "class-split", dst / "class-split")
+    order = json.loads((splits_root / "derived" / "feature_file_order" / f"{dataset}_features_h5_order.json").read_text())
+    rng = np.random.default_rng(seed)
+    key = {"UCF": "ucf", "ActivityNet": "activity", "VGGSound": "vggsound"}[dataset]
+    for fs in feature_sets:
+        fdir = dst / "features" / {"main": "main_features_non_averaged", "cls": "cls_features_non_averaged"}[fs]
+        centres = {}
+        for stage_class, videos in order.items():
+            stage, cls = stage_class.split("/", 1)
+            if stage not in READ_STAGES:
+                continue
+            for mod, d in zip(("audio", "video"), dims[fs]):
+                c = centres.setdefault((mod, cls.casefold()), rng.normal(size=d).astype(np.float32))
+                feats = [c + rng.normal(scale=2.0, size=(int(rng.integers(3, 13)), d)).astype(np.float32)
+                         for _ in videos]
+                path = fdir / mod / stage / f"{cls}.pkl"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(pickle.dumps({"features": feats, "video_names": [v.encode() for v in videos],
+                                               "fps": [25] * len(videos)}))
+        (fdir / "text").mkdir(parents=True, exist_ok=True)
+        shutil.copy(splits_root / "w2v_features" / f"word_embeddings_{key}_normed.npy", fdir / "text")
+    return out_root

@@ -98,3 +98,39 @@ def test_hostile_pickles_are_refused_and_data_pickles_load(tmp_path):
         back = load_pickle(tmp_path / "ok.pkl")
         assert back["video_names"] == [b"v1"] and back["fps"] == [25]
         np.testing.assert_array_equal(back["features"][0], good["features"][0])
+
+
+def test_tcaf_pickle_tree_imports_per_step_sequences(shared_splits, tmp_path):
+    from avca_tree import fabricate_tcaf_tree
+
+    tree = fabricate_tcaf_tree(shared_splits, tmp_path / "tcaf", "UCF", dims={"main": (8, 6)})
+    stats = R.import_features(tree, "UCF", "main", tmp_path / "f.h5", layout="tcaf")
+    store = FeatureStore(tmp_path / "f.h5")
+    assert stats["videos"] == 6816 and store.has_sequences and store.dims == {"audio": 8, "video": 6}
+    lengths = store.lengths("audio")
+    assert lengths.min() >= 3 and lengths.max() <= 12
+    # the stored sequence of a video is exactly its pickled array, in the official row order of its class file
+    data = load_pickle(tree / "UCF" / "features" / "main_features_non_averaged" / "video" / "stage_1_train"
+                       / "Archery.pkl")
+    row = store.rows([data["video_names"][2].decode()])[0]
+    flat, off = store.sequences("video", np.array([row]))
+    np.testing.assert_array_equal(flat, data["features"][2])
+    out = R.import_text(tree, "UCF", "main", tmp_path / "t.h5", layout="tcaf")
+    assert out["classes"] == 101
+
+
+def test_a_hostile_pickle_in_a_tcaf_tree_is_refused(shared_splits, tmp_path):
+    from avca_tree import fabricate_tcaf_tree
+
+    tree = fabricate_tcaf_tree(shared_splits, tmp_path / "tcaf", "UCF", dims={"main": (4, 4)})
+
+    class Exploit:
+        def __reduce__(self):
+            import os
+            return (os.system, (f"touch {tmp_path / 'pwned'}",))
+
+    target = tree / "UCF" / "features" / "main_features_non_averaged" / "audio" / "stage_1_train" / "Archery.pkl"
+    target.write_bytes(pickle.dumps({"features": [Exploit()], "video_names": [b"v"], "fps": [25]}))
+    with pytest.raises(UnsafePickleError, match="could run code"):
+        R.import_features(tree, "UCF", "main", tmp_path / "f.h5", layout="tcaf")
+    assert not (tmp_path / "pwned").exists() and not (tmp_path / "f.h5").exists()

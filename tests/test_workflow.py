@@ -160,3 +160,23 @@ def test_released_feature_tree_trains_and_evaluates_through_the_dag(shared_split
     cls_cfg = yaml.safe_load((wd / "results" / "runs" / "ucf" / "cls" / "avca" / "seed42" / "stage1" /
                               "config.yaml").read_text())
     assert cls_cfg["run"]["model_params"]["momentum"] == 0.99 and cls_cfg["run"]["train"]["lr"] == 0.001
+
+
+def test_daan_trains_and_evaluates_on_a_tcaf_pickle_tree_through_the_dag(shared_splits, tmp_path):
+    from avca_tree import fabricate_tcaf_tree
+
+    tree = fabricate_tcaf_tree(shared_splits, tmp_path / "tree", "UCF", dims={"main": (16, 16)})
+    small = {"hidden_dim": 32, "out_dim": 16, "qk_dim": 8, "attn_mlp_dim": 32, "mlp_hidden": 32}
+    cfg = {"active_datasets": ["ucf"],
+           "datasets": {"ucf": {"source": "released_avca", "hparams": "ucf", "feature_sets": ["main"],
+                                "released_avca": {"root": str(tree), "dataset": "UCF", "layout": "tcaf"}}},
+           "models": ["daan"], "seeds": [42],
+           "training": {"device": "cpu", "overrides": {"train": {"epochs": 2, "n_batches": 3, "batch_size": 32},
+                                                        "model": small}}}
+    wd = workdir_with(tmp_path / "wd", cfg)
+    snakemake(wd)
+    rows = list(csv.DictReader(open(wd / "results" / "summary.csv")))
+    assert [(r["dataset"], r["feature_set"], r["model"]) for r in rows] == [("ucf", "main", "daan")]
+    run = yaml.safe_load((wd / "results" / "runs" / "ucf" / "main" / "daan" / "seed42" / "stage1" /
+                          "config.yaml").read_text())["run"]
+    assert run["model_params"]["diff_weight"] == 1.15 and run["model_params"]["dilation"] == 3  # §III.A, UCF

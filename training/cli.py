@@ -112,12 +112,12 @@ def cmd_import_avca(a):
     from training.data import released_avca as R
 
     if a.what == "features":
-        out = R.import_features(a.root, a.dataset, a.feature_set, a.out)
+        out = R.import_features(a.root, a.dataset, a.feature_set, a.out, a.layout)
     elif a.what == "splits":
         R.import_splits(a.root, a.dataset, a.feature_set, a.out)
         out = {"splits": str(a.out)}
     else:
-        out = R.import_text(a.root, a.dataset, a.feature_set, a.out, a.legacy_reference_order, a.npy)
+        out = R.import_text(a.root, a.dataset, a.feature_set, a.out, a.legacy_reference_order, a.npy, a.layout)
     print(json.dumps(out))
 
 
@@ -164,7 +164,7 @@ def cmd_evaluate(a):
 def cmd_report(a):
     from training.results import write_summary
 
-    rows = write_summary(a.results, a.csv, a.md, a.title)
+    rows = write_summary(a.results, a.csv, a.md, a.title, a.order.split(",") if a.order else None)
     print(f"{len(rows)} result rows -> {a.csv}, {a.md}")
 
 
@@ -246,8 +246,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_text)
 
-    p = sub.add_parser("import-avca", help="read a released AVCA feature tree")
+    p = sub.add_parser("import-avca", help="read a released AVCA (h5 means) or TCaF (pickled sequences) feature tree")
     p.add_argument("what", choices=["features", "splits", "text"])
+    p.add_argument("--layout", default="avca", choices=["avca", "tcaf"])
     p.add_argument("--root", required=True)
     p.add_argument("--dataset", required=True, choices=["UCF", "ActivityNet", "VGGSound"])
     p.add_argument("--feature-set", required=True, choices=["main", "cls"])
@@ -282,6 +283,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", required=True)
     p.add_argument("--md", required=True)
     p.add_argument("--title", default="Results")
+    p.add_argument("--order", default="", help="comma-separated model order (rows top to bottom) instead of by type")
     p.add_argument("results", nargs="+")
     p.set_defaults(func=cmd_report)
     return ap

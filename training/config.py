@@ -90,16 +90,33 @@ def available_models(config_dir: Path = MODEL_CONFIG_DIR) -> list[str]:
     return sorted(p.stem for p in Path(config_dir).glob("*.yaml"))
 
 
-def load_model_config(model: str, config_dir: Path = MODEL_CONFIG_DIR) -> dict:
+def load_model_config(model: str, config_dir: Path = MODEL_CONFIG_DIR, _seen: tuple = ()) -> dict:
+    """A model's configuration; ``extends: <other model>`` starts from that model's file (its ``train``, ``model``
+    and ``profiles``), then applies this file's values on top, profile by profile."""
     path = Path(config_dir) / f"{model}.yaml"
     if not path.exists():
         raise ConfigError(f"unknown model {model!r}: no {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}; "
                           f"available models: {', '.join(available_models(config_dir))}")
     with open(path) as f:
         data = yaml.safe_load(f) or {}
-    unknown = sorted(set(data) - {"train", "model", "profiles", "description"})
+    unknown = sorted(set(data) - {"train", "model", "profiles", "description", "extends"})
     if unknown:
         raise ConfigError(f"{path}: unknown top-level key(s) {unknown}")
+    parent = data.pop("extends", None)
+    if parent:
+        if parent in _seen or parent == model:
+            raise ConfigError(f"{path}: 'extends' forms a cycle through {parent!r}")
+        base = load_model_config(parent, config_dir, (*_seen, model))
+        merged = {"train": {**(base.get("train") or {}), **(data.get("train") or {})},
+                  "model": {**(base.get("model") or {}), **(data.get("model") or {})},
+                  "profiles": copy.deepcopy(base.get("profiles") or {})}
+        for key, prof in (data.get("profiles") or {}).items():
+            old = merged["profiles"].setdefault(key, {})
+            for section in ("train", "model"):
+                if section in prof:
+                    old[section] = {**(old.get(section) or {}), **prof[section]}
+        merged["description"] = data.get("description", base.get("description", ""))
+        data = merged
     return data
 
 

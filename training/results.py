@@ -51,10 +51,12 @@ def read_csv(path: str | Path) -> list[dict]:
     return rows
 
 
-def render_markdown(rows: Sequence[dict], title: str = "Results") -> str:
+def render_markdown(rows: Sequence[dict], title: str = "Results", order: Sequence[str] | None = None) -> str:
+    """Table-I layout; ``order`` lists the models top to bottom (e.g. the ablation rows of Table II) instead of
+    grouping them by type."""
     blocks = sorted({(r["dataset"], r["feature_set"]) for r in rows})
     models = sorted({(r["family"], r["model"], r["display_name"]) for r in rows},
-                    key=lambda m: (_family_key(m[0]), m[1]))
+                    key=lambda m: (order.index(m[1]),) if order and m[1] in order else (_family_key(m[0]), m[1]))
     cells = defaultdict(list)
     for r in rows:
         cells[(r["model"], r["dataset"], r["feature_set"])].append(r)
@@ -63,12 +65,12 @@ def render_markdown(rows: Sequence[dict], title: str = "Results") -> str:
              "Mean class accuracy in percent on the test split (two-stage protocol, calibrated stacking β chosen on "
              "validation). " + (f"Mean ± std over seeds {', '.join(map(str, seeds))}." if len(seeds) > 1
                                 else f"Seed {seeds[0]}." if seeds else ""), ""]
-    header = ["Type", "Model"] + [f"{d} · {fs} {m}" if i == 0 else m for d, fs in blocks
-                                  for i, m in enumerate(METRICS)]
+    header = (["Model"] if order else ["Type", "Model"]) + [f"{d} · {fs} {m}" if i == 0 else m for d, fs in blocks
+                                                           for i, m in enumerate(METRICS)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     last_family = None
     for family, model, display in models:
-        row = [family if family != last_family else "", display]
+        row = [display] if order else [family if family != last_family else "", display]
         last_family = family
         for d, fs in blocks:
             runs = cells.get((model, d, fs), [])
@@ -88,11 +90,11 @@ def render_markdown(rows: Sequence[dict], title: str = "Results") -> str:
 
 
 def write_summary(test_jsons: Sequence[str | Path], csv_path: str | Path, md_path: str | Path,
-                  title: str = "Results") -> list[dict]:
+                  title: str = "Results", order: Sequence[str] | None = None) -> list[dict]:
     rows = collect(test_jsons)
     write_csv(csv_path, rows)
     with atomic_path(md_path, suffix=".md") as tmp:
-        tmp.write_text(render_markdown(rows, title))
+        tmp.write_text(render_markdown(rows, title, order))
     return rows
 
 

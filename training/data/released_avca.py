@@ -1,12 +1,16 @@
-"""Import the released AVCA feature tree into avzsl's stores, so that the same train/evaluate DAG runs on it.
+"""Import a released benchmark feature tree into avzsl's stores, so that the same train/evaluate DAG runs on it.
 
-Tree (reference-protocol §1)::
+Two layouts (reference-protocol §1.2-1.3)::
 
     <root>/<DS>/class-split/{all_class.txt, <ds>_w2v_class_names.csv, main_split/, cls_split/}
-    <root>/<DS>/features/<main_features|cls_features>/{audio,video}/<stage>/<Class>.h5   (data, video_urls)
-    <root>/<DS>/features/<main_features|cls_features>/text/word_embeddings_<ds>_normed.npy
+    avca:  <root>/<DS>/features/<main_features|cls_features>/{audio,video}/<stage>/<Class>.h5   (data, video_urls)
+    tcaf:  <root>/<DS>/features/<main|cls>_features_non_averaged/{audio,video}/<stage>/<Class>.pkl
+           (dict: features = one (T_i, D) array per video, video_names, fps)
+    both:  <root>/<DS>/features/<method>/text/word_embeddings_<ds>_normed.npy
 
-Features are per-video means (no sequences). The reference reads the folders stage_1_train, stage_1_val_seen,
+AVCA's h5 files hold per-video means; TCaF's pickles hold the per-step sequences (SeLaVi: one step per ~1 s; C3D
+0.64 s and VGGish 0.96 s), read with a restricted unpickler that builds only lists, dicts, strings and arrays. The
+reference reads the folders stage_1_train, stage_1_val_seen,
 stage_1_val_unseen, stage_2_test_seen and stage_2_test_unseen (never stage_2_train). Text embeddings are matched to
 classes *by name* through the ``original,manual`` table. ``legacy_reference_order`` instead gives class i the
 embedding of the i-th alphabetically sorted manual name, which is what the reference code does (§2.4) and what the
@@ -25,7 +29,7 @@ import numpy as np
 from extractors.feature_store import StoreSpec, VideoFeatures, write_store
 from extractors.io import config_hash
 from extractors.text_store import write_text_store
-from training.data.safe_pickle import load_npy
+from training.data.safe_pickle import load_npy, load_pickle
 from training.data.splits import SplitError, Splits, read_splits, write_splits
 
 DATASETS = {  # tree name -> (text file key, class-name csv)
@@ -33,8 +37,12 @@ DATASETS = {  # tree name -> (text file key, class-name csv)
     "ActivityNet": ("activity", "activitynet_w2v_class_names.csv"),
     "VGGSound": ("vggsound", "vggsound_w2v_class_names.csv"),
 }
-FEATURE_DIRS = {"main": "main_features", "cls": "cls_features"}
+LAYOUTS = {
+    "avca": {"main": "main_features", "cls": "cls_features"},
+    "tcaf": {"main": "main_features_non_averaged", "cls": "cls_features_non_averaged"},
+}
 SPLIT_DIRS = {"main": "main_split", "cls": "cls_split"}
+STEP_SECONDS = {"main": (1.0, 1.0), "cls": (0.96, 0.64)}  # (audio, video): SeLaVi windows; VGGish, C3D
 READ_STAGES = ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_test_seen", "stage_2_test_unseen")
 
 log = logging.getLogger("avzsl.released")
@@ -56,8 +64,8 @@ def dataset_dir(root: str | Path, dataset: str) -> Path:
 
 
 def _check_feature_set(feature_set: str) -> None:
-    if feature_set not in FEATURE_DIRS:
-        raise ValueError(f"released AVCA feature sets are {sorted(FEATURE_DIRS)}, got {feature_set!r}")
+    if feature_set not in SPLIT_DIRS:
+        raise ValueError(f"released feature sets are {sorted(SPLIT_DIRS)}, got {feature_set!r}")
 
 
 def read_tree_splits(root: str | Path, dataset: str, feature_set: str) -> Splits:
@@ -72,11 +80,19 @@ def import_splits(root: str | Path, dataset: str, feature_set: str, out_dir: str
     return splits
 
 
-def import_features(root: str | Path, dataset: str, feature_set: str, out: str | Path) -> dict:
-    """All per-class h5 files of the five stage folders -> one feature store of per-video means."""
+def features_dir(root: str | Path, dataset: str, feature_set: str, layout: str = "avca") -> Path:
+    _check_feature_set(feature_set)
+    if layout not in LAYOUTS:
+        raise ValueError(f"released tree layout must be one of {sorted(LAYOUTS)}, got {layout!r}")
+    return dataset_dir(root, dataset) / "features" / LAYOUTS[layout][feature_set]
+
+
+def import_features(root: str | Path, dataset: str, feature_set: str, out: str | Path, layout: str = "avca") -> dict:
+    """All per-class files of the five stage folders -> one feature store (means; plus sequences for tcaf)."""
     splits = read_tree_splits(root, dataset, feature_set)
-    fdir = dataset_dir(root, dataset) / "features" / FEATURE_DIRS[feature_set]
+    fdir = features_dir(root, dataset, feature_set, layout)
     folded = {c.casefold(): c for c in splits.all_classes}
+    suffix, reader = (".h5", _read_class_h5) if layout == "avca" else (".pkl", _read_class_pickle)
     per_mod: dict[str, dict[str, tuple[str, np.ndarray]]] = {"audio": {}, "video": {}}
     for modality in per_mod:
         for stage in READ_STAGES:
@@ -84,13 +100,13 @@ def import_features(root: str | Path, dataset: str, feature_set: str, out: str |
             if not stage_dir.is_dir():
                 raise ReleasedTreeError(f"missing feature folder {stage_dir}")
             wanted = set(splits.classes[stage])
-            for h5 in sorted(stage_dir.glob("*.h5")):
-                cls = folded.get(h5.stem.casefold())
+            for path in sorted(stage_dir.glob(f"*{suffix}")):
+                cls = folded.get(path.stem.casefold())
                 if cls is None:
-                    raise ReleasedTreeError(f"{h5}: class {h5.stem!r} is not in all_class.txt")
+                    raise ReleasedTreeError(f"{path}: class {path.stem!r} is not in all_class.txt")
                 if cls not in wanted:  # e.g. cls_split test-unseen folders hold classes the txt leaves out
                     continue
-                names, data = _read_class_h5(h5)
+                names, data = reader(path)
                 for name, row in zip(names, data):
                     prev = per_mod[modality].get(name)
                     if prev is not None and not np.array_equal(prev[1], row):
@@ -107,13 +123,19 @@ def import_features(root: str | Path, dataset: str, feature_set: str, out: str |
     if mismatched:
         raise ReleasedTreeError(f"audio and video disagree on the class of {mismatched[:3]}")
     first = names[0]
-    cfg = {"source": "released_avca", "dataset": dataset, "feature_set": feature_set}
-    spec = StoreSpec(audio_dim=len(audio[first][1]), video_dim=len(video[first][1]), has_sequences=False,
-                     extractor=f"released_avca/{FEATURE_DIRS[feature_set]}", extractor_config=cfg,
-                     config_hash=config_hash(cfg))
-    n = write_store(out, spec, (VideoFeatures(v, audio[v][0], audio_mean=audio[v][1], video_mean=video[v][1])
-                                for v in names))
-    return {"videos": n, "audio_dim": spec.audio_dim, "video_dim": spec.video_dim}
+    cfg = {"source": f"released_{layout}", "dataset": dataset, "feature_set": feature_set}
+    sequences = layout == "tcaf"
+    step_a, step_v = STEP_SECONDS[feature_set]
+    spec = StoreSpec(audio_dim=audio[first][1].shape[-1], video_dim=video[first][1].shape[-1],
+                     has_sequences=sequences, extractor=f"released_{layout}/{LAYOUTS[layout][feature_set]}",
+                     extractor_config=cfg, config_hash=config_hash(cfg), audio_step_seconds=step_a,
+                     video_step_seconds=step_v)
+    if sequences:
+        videos = (VideoFeatures(v, audio[v][0], audio_seq=audio[v][1], video_seq=video[v][1]) for v in names)
+    else:
+        videos = (VideoFeatures(v, audio[v][0], audio_mean=audio[v][1], video_mean=video[v][1]) for v in names)
+    n = write_store(out, spec, videos)
+    return {"videos": n, "audio_dim": spec.audio_dim, "video_dim": spec.video_dim, "sequences": sequences}
 
 
 def _read_class_h5(path: Path) -> tuple[list[str], np.ndarray]:
@@ -127,6 +149,23 @@ def _read_class_h5(path: Path) -> tuple[list[str], np.ndarray]:
     return [Path(n).stem if "/" in n else n for n in names], data
 
 
+def _read_class_pickle(path: Path) -> tuple[list[str], list[np.ndarray]]:
+    """One TCaF per-class pickle: {features: [(T_i, D)], video_names: [bytes], fps: [...]}, loaded without running it."""
+    data = load_pickle(path)
+    if not isinstance(data, dict) or not {"features", "video_names"} <= set(data):
+        raise ReleasedTreeError(f"{path}: expected a dict with 'features' and 'video_names'")
+    feats, names = data["features"], data["video_names"]
+    if len(feats) != len(names):
+        raise ReleasedTreeError(f"{path}: {len(feats)} feature arrays for {len(names)} video names")
+    arrays = []
+    for f in feats:
+        a = np.asarray(f, dtype=np.float32)
+        if a.ndim != 2 or len(a) == 0:
+            raise ReleasedTreeError(f"{path}: expected (T, D) arrays with T >= 1, got shape {a.shape}")
+        arrays.append(a)
+    return [n.decode() if isinstance(n, bytes) else str(n) for n in names], arrays
+
+
 def read_manual_names(root: str | Path, dataset: str) -> dict[str, str]:
     path = dataset_dir(root, dataset) / "class-split" / DATASETS[dataset][1]
     if not path.exists():
@@ -135,10 +174,8 @@ def read_manual_names(root: str | Path, dataset: str) -> dict[str, str]:
         return {r["original"]: r["manual"] for r in csv.DictReader(f)}
 
 
-def text_file(root: str | Path, dataset: str, feature_set: str) -> Path:
-    _check_feature_set(feature_set)
-    return (dataset_dir(root, dataset) / "features" / FEATURE_DIRS[feature_set] / "text"
-            / f"word_embeddings_{DATASETS[dataset][0]}_normed.npy")
+def text_file(root: str | Path, dataset: str, feature_set: str, layout: str = "avca") -> Path:
+    return features_dir(root, dataset, feature_set, layout) / "text" / f"word_embeddings_{DATASETS[dataset][0]}_normed.npy"
 
 
 def class_text_assignment(all_classes: list[str], manual: dict[str, str], keys: list[str],
@@ -163,9 +200,9 @@ def class_text_assignment(all_classes: list[str], manual: dict[str, str], keys: 
 
 
 def import_text(root: str | Path, dataset: str, feature_set: str, out: str | Path,
-                legacy_reference_order: bool = False, npy: str | Path | None = None) -> dict:
+                legacy_reference_order: bool = False, npy: str | Path | None = None, layout: str = "avca") -> dict:
     splits = read_tree_splits(root, dataset, feature_set)
-    path = Path(npy) if npy else text_file(root, dataset, feature_set)
+    path = Path(npy) if npy else text_file(root, dataset, feature_set, layout)
     if not path.exists():
         raise ReleasedTreeError(f"text embedding file not found: {path}")
     table = load_npy(path)

@@ -246,3 +246,12 @@ RUNS = [(ds, fs, m, s) for ds in DATASETS for fs in DATASETS[ds]["feature_sets"]
 
 def all_test_results():
     return [f"results/runs/{ds}/{fs}/{m}/seed{s}/test.json" for ds, fs, m, s in RUNS]
+
+
+# Table II of the DAAN paper, top to bottom
+ABLATION = ["daan_base", "daan_qdma", "daan_qdma_csgm_vc", "daan"]
+
+
+def ablation_test_results():
+    return [f"results/runs/{ds}/{fs}/{m}/seed{s}/test.json" for ds in DATASETS
+            for fs in DATASETS[ds]["feature_sets"] for m in ABLATION for s in config["seeds"]]

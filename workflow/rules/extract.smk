@@ -64,6 +64,7 @@ rule import_released_features:
     params:
         root=lambda w: released(w)["root"],
         name=lambda w: released(w)["dataset"],
+        layout=lambda w: released(w)["layout"],
     wildcard_constraints:
         dataset=RELEASED_DATASETS,
     resources:
@@ -75,4 +76,4 @@ rule import_released_features:
         ENV
     shell:
         "python -m training.cli --quiet --threads {threads} import-avca features --root {params.root:q} --dataset {params.name}"
-        " --feature-set {wildcards.feature_set} --out {output} > {log} 2>&1"
+        " --feature-set {wildcards.feature_set} --layout {params.layout} --out {output} > {log} 2>&1"

@@ -15,3 +15,21 @@ rule summary:
         ENV
     shell:
         "python -m training.cli --quiet --threads {threads} report --csv {output.csv} --md {output.md} --title {params.title:q} {input} > {log} 2>&1"
+
+
+rule ablation:
+    """DAAN's ablation (Table II): Base, + QDMA, + CSGM with the convergence rate only, full DAAN."""
+    input:
+        ablation_test_results(),
+    output:
+        csv="results/ablation.csv",
+        md="results/ablation.md",
+    params:
+        order=",".join(ABLATION),
+    log:
+        "logs/ablation.log",
+    conda:
+        ENV
+    shell:
+        "python -m training.cli --quiet --threads {threads} report --csv {output.csv} --md {output.md}"
+        " --title 'DAAN ablation (Table II)' --order {params.order} {input} > {log} 2>&1"

@@ -37,6 +37,7 @@ rule import_released_text:
         feature_set=lambda w: DATASETS[w.dataset]["feature_sets"][0],
         legacy=lambda w: "--legacy-reference-order" if released(w)["legacy_reference_order"] else "",
         npy=lambda w: f"--npy {released(w)['text_npy']}" if released(w)["text_npy"] else "",
+        layout=lambda w: released(w)["layout"],
     wildcard_constraints:
         dataset=RELEASED_DATASETS,
     log:
@@ -45,4 +46,4 @@ rule import_released_text:
         ENV
     shell:
         "python -m training.cli --quiet --threads {threads} import-avca text --root {params.root:q} --dataset {params.name} --feature-set {params.feature_set}"
-        " {params.legacy} {params.npy} --out {output} > {log} 2>&1"
+        " --layout {params.layout} {params.legacy} {params.npy} --out {output} > {log} 2>&1"

@@ -1,0 +1,85 @@
+"""DAAN's training step against AVCA's, on the same batch and machine.
+
+One batch of a UCF-size synthetic dataset (bench/train_throughput.py; 512-d features, 3-12 steps per video, batch
+256, negatives drawn as in training), UCF hyper-parameters for both models. Reports the median step time of AVCA,
+DAAN, and DAAN without CSGM (the Base + QDMA variant), the ratio DAAN / AVCA, and CSGM's share of DAAN's step.
+
+    python bench/daan_step.py --device cpu
+    python bench/daan_step.py --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from bench.train_throughput import machine, make_ucf_like
+from training.config import RunConfig, TrainConfig, resolve_hparams
+from training.data.sampler import ClassBalancedSampler
+from training.engine import build_for_data, load_data, resolve_device
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def step_times(model_name: str, paths: dict, device: str, batch_size: int, repeats: int, seed: int = 0) -> list[float]:
+    hp = resolve_hparams(model_name, "ucf", "main")
+    cfg = RunConfig(model=model_name, seed=seed, train=TrainConfig.from_dict({**hp["train"], "batch_size": batch_size}),
+                    model_params=hp["model"], device=device, **paths)
+    dev = resolve_device(device)
+    data = load_data(cfg, 1, dev)
+    torch.manual_seed(seed)
+    model = build_for_data(cfg, data, dev)
+    classes = torch.unique(data.train_labels)
+    model.set_training_classes(classes, data.text[classes])
+    opt = model.configure_optimizers(cfg.train.lr, cfg.train.weight_decay)
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    sampler = ClassBalancedSampler(data.train_labels, batch_size, 1, gen)
+    pos = sampler.epoch()[0]
+    batch = data.batch(pos, sampler.negatives(pos), generator=torch.Generator(device=dev).manual_seed(1))
+    model.train()
+    times = []
+    for i in range(repeats + 3):
+        _sync(dev)
+        t0 = time.perf_counter()
+        model.train_step(batch, opt)
+        _sync(dev)
+        if i >= 3:  # warm-up
+            times.append(time.perf_counter() - t0)
+    return times
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--batch-size", type=int, default=256)
+    ap.add_argument("--repeats", type=int, default=20)
+    ap.add_argument("--data", help="reuse a synthetic dataset folder")
+    args = ap.parse_args()
+    print(f"# machine: {machine()}")
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(args.data or tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        paths = ({"features": str(root / "features.h5"), "splits": str(root / "splits"), "text": str(root / "text.h5")}
+                 if (root / "features.h5").exists() else make_ucf_like(root))
+        med = {m: statistics.median(step_times(m, paths, args.device, args.batch_size, args.repeats))
+               for m in ("avca", "daan_qdma", "daan")}
+    print(json.dumps({
+        "device": str(resolve_device(args.device)), "batch_size": args.batch_size,
+        "avca_ms": round(1000 * med["avca"], 2), "daan_ms": round(1000 * med["daan"], 2),
+        "daan_without_csgm_ms": round(1000 * med["daan_qdma"], 2),
+        "daan_over_avca": round(med["daan"] / med["avca"], 3),
+        "csgm_share_of_daan_step": round(1 - med["daan_qdma"] / med["daan"], 3),
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,182 @@
+"""CSGM, DAAN's contrastive sample-level gradient modulation (DAAN §II.B, Eqs. 5-8), vectorised.
+
+Per sample i (a positive and its negative) and per modality m ∈ {a, v} and QDMA part p:
+
+    Eq. 6   δ_{x,y,z} = max(d(θ_x, θ_y) − d(θ_x, θ_z), 0)          anchor x, positive y, negative z
+            V_c(a) = δ̂_{a+,w+,a−} · δ̂_{w+,a+,w−},   V_c(v) = δ̂_{v+,w+,v−} · δ̂_{w+,v+,w−}
+    Eq. 7   V_o(m, p) = ‖G_i(m, p)‖² / ‖Θ(m, p)‖²
+    Eq. 5   η_i(m, p) = max(V̂_c · V̂_o, γ)
+    Eq. 8   Θ(m, p) ← Θ(m, p) − step(Σ_i η_i G_i + ε),   ε ~ N(0, Σ_i (η_i G_i − ḡ)(η_i G_i − ḡ)ᵀ)
+
+(ˆ = divided by its largest value in the batch). G_i is sample i's contribution to the batch gradient of the part's
+parameters: the gradient flowing into the parameters through sample i's own activations, so Σ_i G_i is the ordinary
+batch gradient. For a linear map y = xWᵀ + b applied to the steps of every sample, G_i(W) = Σ_t Δ_it x_itᵀ with Δ the
+gradient at the output; for a per-channel affine y = x̂·γ + β, G_i(γ) = Σ_t Δ_it ⊙ x̂_it. Their squared norms come
+from step Gram matrices and any weighted sum Σ_i c_i G_i from one contraction, so neither per-sample gradients nor
+per-sample backward passes are ever formed. The noise has exactly the stated covariance:
+ε = Σ_i (z_i − z̄) η_i G_i with z ~ N(0, 1) per sample. Decisions and reasons: docs/models/daan.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from training.models.qdma import Affine
+
+
+class GhostGrads:
+    """Records, for chosen ``nn.Linear``/``Affine`` modules, the inputs and output gradients of every call during one
+    forward/backward, and turns them into per-sample squared gradient norms and sample-weighted gradients.
+
+    Calls whose batch is a multiple of the sample count (e.g. positives and negatives in one pass) are regrouped so
+    that row i of every chunk belongs to sample i."""
+
+    def __init__(self, groups: dict[str, Sequence[nn.Module]]):
+        for name, mods in groups.items():
+            for m in mods:
+                if not isinstance(m, (nn.Linear, Affine)):
+                    raise TypeError(f"CSGM group {name}: {type(m).__name__} is not supported")
+        self.groups = {k: list(v) for k, v in groups.items()}
+        self._records: dict[nn.Module, list[list[torch.Tensor]]] = defaultdict(list)
+        self._n = 0
+
+    @contextlib.contextmanager
+    def capture(self, n_samples: int) -> Iterator[None]:
+        self._records.clear()
+        self._n = n_samples
+        handles = [m.register_forward_hook(self._hook) for mods in self.groups.values() for m in mods]
+        try:
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    def _hook(self, module: nn.Module, inputs, output: torch.Tensor) -> None:
+        if not output.requires_grad:
+            return
+        record = [inputs[0].detach(), None]
+        self._records[module].append(record)
+
+        def keep(grad: torch.Tensor) -> None:
+            record[1] = grad.detach()
+        output.register_hook(keep)
+
+    # ---------------------------------------------------------------------------------------------
+    def _xd(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Input and output gradient of all calls of ``module``, as (n_samples, steps, ·)."""
+        xs, ds = [], []
+        for x, d in self._records.get(module, []):
+            if d is None:  # this call did not reach the loss
+                continue
+            if x.dim() == 2:
+                x, d = x[:, None], d[:, None]
+            reps = x.shape[0] // self._n
+            if reps * self._n != x.shape[0]:
+                raise ValueError(f"CSGM: a call with batch {x.shape[0]} does not split into {self._n} samples")
+            # rows k·n + i of the call belong to sample i
+            xs.append(torch.cat(x.split(self._n), dim=1))
+            ds.append(torch.cat(d.split(self._n), dim=1))
+        if not xs:
+            return None
+        return torch.cat(xs, dim=1), torch.cat(ds, dim=1)
+
+    def sq_norms(self, group: str) -> torch.Tensor:
+        """‖G_i‖² summed over the group's parameters, shape (n_samples,)."""
+        total = None
+        for m in self.groups[group]:
+            xd = self._xd(m)
+            if xd is None:
+                continue
+            x, d = xd
+            if isinstance(m, nn.Linear):
+                # ‖Σ_t d_t x_tᵀ‖² = Σ_{t,s} (d_t·d_s)(x_t·x_s)
+                part = ((d @ d.transpose(1, 2)) * (x @ x.transpose(1, 2))).sum((1, 2))
+                if m.bias is not None:
+                    part = part + d.sum(1).pow(2).sum(-1)
+            else:  # Affine: its input is the normalised x̂
+                part = (d * x).sum(1).pow(2).sum(-1) + d.sum(1).pow(2).sum(-1)
+            total = part if total is None else total + part
+        if total is None:
+            raise RuntimeError(f"CSGM: nothing recorded for group {group!r}")
+        return total
+
+    def weighted_grads(self, group: str, weights: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
+        """Σ_i weights_i · G_i for every parameter of the group."""
+        out: dict[nn.Parameter, torch.Tensor] = {}
+        for m in self.groups[group]:
+            xd = self._xd(m)
+            if xd is None:
+                continue
+            x, d = xd
+            dw = d * weights[:, None, None].to(d.dtype)
+            if isinstance(m, nn.Linear):
+                out[m.weight] = torch.einsum("bto,bti->oi", dw, x)
+                if m.bias is not None:
+                    out[m.bias] = dw.sum((0, 1))
+            else:
+                out[m.weight] = (dw * x).sum((0, 1))
+                out[m.bias] = dw.sum((0, 1))
+        return out
+
+    def params(self, group: str) -> list[nn.Parameter]:
+        ps = []
+        for m in self.groups[group]:
+            ps.append(m.weight)
+            if getattr(m, "bias", None) is not None:
+                ps.append(m.bias)
+        return ps
+
+
+def violation(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:
+    """δ = max(d(anchor, positive) − d(anchor, negative), 0) per sample (Eq. 6)."""
+    return F.relu(F.pairwise_distance(anchor, positive) - F.pairwise_distance(anchor, negative))
+
+
+def batch_normalise(x: torch.Tensor) -> torch.Tensor:
+    """Divide by the batch maximum (values in [0, 1]); an all-zero batch stays zero."""
+    return x / x.max().clamp(min=1e-12)
+
+
+def convergence_rates(theta: dict[str, torch.Tensor], theta_neg: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """V_c per modality from the projected embeddings of positives (θ) and negatives (θ⁻), Eq. 6."""
+    w, w_n = theta["w"], theta_neg["w"]
+    out = {}
+    for m in ("a", "v"):
+        d1 = violation(theta[m], w, theta_neg[m])  # anchor m+, positive w+, negative m−
+        d2 = violation(w, theta[m], w_n)  # anchor w+, positive m+, negative w−
+        out[m] = batch_normalise(d1) * batch_normalise(d2)
+    return out
+
+
+def contribution(v_c: torch.Tensor, v_o: torch.Tensor | None, gamma: float) -> torch.Tensor:
+    """η = max(V̂_c · V̂_o, γ) (Eq. 5); with ``v_o=None`` the convergence rate alone (Table II's V_c-only variant)."""
+    rate = v_c if v_o is None else v_c * batch_normalise(v_o)
+    return rate.clamp(min=gamma)
+
+
+@torch.no_grad()
+def modulate(ghost: GhostGrads, groups: dict[str, str], v_c: dict[str, torch.Tensor], gamma: float,
+             use_optimisation_rate: bool, noise: float, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
+    """Replace the gradients of every QDMA part with Σ_i η_i G_i + ε (Eq. 8). ``groups`` maps a ghost group to its
+    modality ('a' or 'v'). Returns η per group (for logging and tests)."""
+    etas = {}
+    for group, modality in groups.items():
+        v_o = None
+        if use_optimisation_rate:
+            sq = ghost.sq_norms(group)
+            v_o = sq / sum(p.detach().pow(2).sum() for p in ghost.params(group)).clamp(min=1e-12)
+        eta = contribution(v_c[modality], v_o, gamma)
+        weights = eta
+        if noise > 0:
+            z = torch.randn(eta.shape, device=eta.device, dtype=eta.dtype, generator=generator)
+            weights = eta * (1 + noise * (z - z.mean()))
+        for p, g in ghost.weighted_grads(group, weights).items():
+            p.grad = g.to(p.dtype)
+        etas[group] = eta
+    return etas
