@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from bench.train_throughput import machine, make_ucf_like
+from bench.train_throughput import dataset_paths, machine
 from training.config import RunConfig, TrainConfig, resolve_hparams
 from training.data.sampler import ClassBalancedSampler
 from training.engine import build_for_data, load_data, resolve_device
@@ -66,10 +66,7 @@ def main() -> None:
     args = ap.parse_args()
     print(f"# machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(args.data or tmp)
-        root.mkdir(parents=True, exist_ok=True)
-        paths = ({"features": str(root / "features.h5"), "splits": str(root / "splits"), "text": str(root / "text.h5")}
-                 if (root / "features.h5").exists() else make_ucf_like(root))
+        paths = dataset_paths(Path(args.data or tmp))
         med = {m: statistics.median(step_times(m, paths, args.device, args.batch_size, args.repeats))
                for m in ("avca", "daan_qdma", "daan")}
     print(json.dumps({

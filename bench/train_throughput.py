@@ -67,6 +67,15 @@ def make_ucf_like(root: Path, dim: int = 512, text_dim: int = 300, seed: int = 0
     return {"features": str(root / "features.h5"), "splits": str(root / "splits"), "text": str(root / "text.h5")}
 
 
+def dataset_paths(folder: Path) -> dict:
+    """The synthetic dataset in ``folder``, made there on first use."""
+    folder.mkdir(parents=True, exist_ok=True)
+    if (folder / "features.h5").exists():
+        return {"features": str(folder / "features.h5"), "splits": str(folder / "splits"),
+                "text": str(folder / "text.h5")}
+    return make_ucf_like(folder)
+
+
 def _sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
@@ -138,10 +147,7 @@ def main() -> None:
     names = sorted(MODELS) if args.models == "all" else args.models.split(",")
     print(f"# machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(args.data or tmp)
-        root.mkdir(parents=True, exist_ok=True)
-        paths = ({"features": str(root / "features.h5"), "splits": str(root / "splits"), "text": str(root / "text.h5")}
-                 if (root / "features.h5").exists() else make_ucf_like(root))
+        paths = dataset_paths(Path(args.data or tmp))
         for name in names:
             print(json.dumps(time_epoch(name, paths, args.device, args.batches, args.batch_size or None, args.profile)),
                   flush=True)

@@ -12,17 +12,21 @@ import numpy as np
 from training.data.released_avca import READ_STAGES
 
 
+def _official_tree(splits_root: Path, out_root: Path, dataset: str) -> tuple[Path, dict, str]:
+    """The dataset folder with the official class-split files; the official per-class row order; the text file key."""
+    dst = out_root / dataset
+    shutil.copytree(splits_root / "avgzsl_benchmark_datasets" / dataset / "class-split", dst / "class-split")
+    order = json.loads((splits_root / "derived" / "feature_file_order" / f"{dataset}_features_h5_order.json").read_text())
+    return dst, order, {"UCF": "ucf", "ActivityNet": "activity", "VGGSound": "vggsound"}[dataset]
+
+
 def fabricate_tree(splits_root: Path, out_root: Path, dataset: str = "UCF", dims: dict | None = None,
                    seed: int = 0, feature_sets=("main", "cls")) -> Path:
     """``<out_root>/<dataset>/`` with the official class-split files, per-class h5 files in the official row order
     (random features whose class means differ, so a model can learn something) and the reference text .npy."""
     dims = dims or {"main": (512, 512), "cls": (128, 4096)}
-    src = splits_root / "avgzsl_benchmark_datasets" / dataset
-    dst = out_root / dataset
-    shutil.copytree(src / "class-split", dst / "class-split")
-    order = json.loads((splits_root / "derived" / "feature_file_order" / f"{dataset}_features_h5_order.json").read_text())
+    dst, order, key = _official_tree(splits_root, out_root, dataset)
     rng = np.random.default_rng(seed)
-    key = {"UCF": "ucf", "ActivityNet": "activity", "VGGSound": "vggsound"}[dataset]
     for fs in feature_sets:
         fdir = dst / "features" / {"main": "main_features", "cls": "cls_features"}[fs]
         d_audio, d_video = dims[fs]
@@ -51,12 +55,8 @@ def fabricate_tcaf_tree(splits_root: Path, out_root: Path, dataset: str = "UCF",
     import pickle
 
     dims = dims or {"main": (512, 512), "cls": (128, 4096)}
-    src = splits_root / "avgzsl_benchmark_datasets" / dataset
-    dst = out_root / dataset
-    shutil.copytree(src / "class-split", dst / "class-split")
-    order = json.loads((splits_root / "derived" / "feature_file_order" / f"{dataset}_features_h5_order.json").read_text())
+    dst, order, key = _official_tree(splits_root, out_root, dataset)
     rng = np.random.default_rng(seed)
-    key = {"UCF": "ucf", "ActivityNet": "activity", "VGGSound": "vggsound"}[dataset]
     for fs in feature_sets:
         fdir = dst / "features" / {"main": "main_features_non_averaged", "cls": "cls_features_non_averaged"}[fs]
         centres = {}

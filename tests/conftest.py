@@ -12,6 +12,18 @@ SHARED = Path(os.environ.get("AVZSL_SHARED", REPO.parent / "shared"))
 SPLITS_ROOT = SHARED / "data" / "avgzsl_splits"
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """The models under test are tiny: a second intra-op thread only adds synchronisation (and stalls badly when the
+    CPU is shared with other jobs)."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def shared_splits() -> Path:
     """The official AVCA split files; tests that need them skip when ../shared is not beside the checkout."""

@@ -6,6 +6,11 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from helpers import (
+    assert_evaluation_ignores_text,
+    parameters_without_gradient,
+    train_interrupted_then_resumed,
+)
 
 import training.engine as engine
 from extractors.feature_store import FeatureStore, StoreSpec, VideoFeatures, write_store
@@ -60,13 +65,17 @@ def test_bank_pads_with_masks(seq_store):
 
 
 def test_bank_crops_long_sequences(seq_store):
-    bank = FeatureBank(seq_store, np.arange(3), torch.device("cpu"), sequences=True, max_steps=2)
-    centre = bank.gather(torch.tensor([1]), crop="center")
+    bank = FeatureBank(seq_store, np.arange(3), torch.device("cpu"), sequences=True)
+    centre = bank.gather(torch.tensor([1]), crop="center", max_steps=2)
     assert centre.audio_seq[0, :, 0].tolist() == [4, 6]  # steps 1..2 of 0..3
-    starts = {tuple(bank.gather(torch.tensor([1]), crop="random",
-                                generator=torch.Generator().manual_seed(s)).audio_seq[0, :, 0].tolist())
-              for s in range(30)}
-    assert starts == {(2, 4), (4, 6), (6, 8)}
+    crops = [bank.gather(torch.tensor([1]), crop="random", generator=torch.Generator().manual_seed(s), max_steps=2)
+             for s in range(30)]
+    assert {tuple(c.audio_seq[0, :, 0].tolist()) for c in crops} == {(2, 4), (4, 6), (6, 8)}
+    # audio (4 steps) and video (5 steps) crops start at the same relative position
+    for c in crops:
+        a_start = int(c.audio_seq[0, 0, 0]) // 2 - 1
+        assert a_start in (0, 1, 2) and c.video_seq.shape[1] == 2
+    assert bank.gather(torch.tensor([1]), crop="center").audio_seq.shape[1] == 4  # no cap: the longest video
 
 
 # ------------------------------------------------------------------------------------------------ AVCA
@@ -90,7 +99,7 @@ def test_avca_gradients_reach_every_parameter():
     loss, parts = model.loss(batch)
     assert set(parts) == {"rec", "ct", "w", "t", "r"}
     loss.backward()
-    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
+    missing = parameters_without_gradient(model)
     assert missing == []
 
 
@@ -98,9 +107,7 @@ def test_avca_evaluation_never_sees_the_sample_text():
     torch.manual_seed(0)
     batch, _ = _toy_batch()
     model = build_model("avca", InputDims(10, 10, 6)).eval()
-    a = model.embed_videos(batch.without_text())["video"]
-    shuffled = Batch(audio=batch.audio, video=batch.video, label=batch.label, text=batch.text.flip(0))
-    torch.testing.assert_close(model.embed_videos(shuffled)["video"], a)
+    assert_evaluation_ignores_text(model, batch)
 
 
 def test_avca_overfits_eight_samples():
@@ -150,20 +157,7 @@ def test_stage1_is_deterministic_and_records_its_run(tiny_dataset, tmp_path):
 def test_interrupted_training_resumes_to_the_same_result(tiny_dataset, tmp_path, monkeypatch):
     cfg = _cfg(tiny_dataset)
     reference = engine.train_stage(cfg, 1, tmp_path / "ref", progress=False)
-    real = engine.evaluate_split
-    calls = {"n": 0}
-
-    def dies_in_epoch_two(*args, **kw):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*args, **kw)
-
-    monkeypatch.setattr(engine, "evaluate_split", dies_in_epoch_two)
-    with pytest.raises(KeyboardInterrupt):
-        engine.train_stage(cfg, 1, tmp_path / "run", progress=False)
-    monkeypatch.setattr(engine, "evaluate_split", real)
-    resumed = engine.train_stage(cfg, 1, tmp_path / "run", progress=False)
+    resumed = train_interrupted_then_resumed(monkeypatch, cfg, tmp_path / "run")
     assert resumed == reference
     assert len((tmp_path / "run" / "log.jsonl").read_text().splitlines()) == 3
 

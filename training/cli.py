@@ -164,7 +164,7 @@ def cmd_evaluate(a):
 def cmd_report(a):
     from training.results import write_summary
 
-    rows = write_summary(a.results, a.csv, a.md, a.title, a.order.split(",") if a.order else None)
+    rows = write_summary(a.results, a.csv, a.md, a.title, a.order.split(",") if a.order else None, not a.flat)
     print(f"{len(rows)} result rows -> {a.csv}, {a.md}")
 
 
@@ -283,7 +283,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", required=True)
     p.add_argument("--md", required=True)
     p.add_argument("--title", default="Results")
-    p.add_argument("--order", default="", help="comma-separated model order (rows top to bottom) instead of by type")
+    p.add_argument("--order", default="", help="comma-separated model order (rows top to bottom within a type)")
+    p.add_argument("--flat", action="store_true", help="no grouping by type: rows exactly in --order")
     p.add_argument("results", nargs="+")
     p.set_defaults(func=cmd_report)
     return ap

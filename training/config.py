@@ -43,7 +43,8 @@ class TrainConfig:
     beta_min: float = 0.0  # calibrated-stacking grid
     beta_max: float = 3.0
     beta_steps: int = 16
-    max_steps: int | None = None  # cap on sequence steps (models that read sequences)
+    max_steps: int | None = None  # cap on sequence steps in training: random crops (models that read sequences)
+    eval_max_steps: int | None = None  # cap in evaluation: centre crops (None: the training cap)
     eval_batch_size: int = 2048
 
     @classmethod

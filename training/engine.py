@@ -66,7 +66,7 @@ def build_for_data(cfg: RunConfig, data: StageData, device: torch.device) -> ZSL
 def load_data(cfg: RunConfig, stage: int, device: torch.device) -> StageData:
     cls = get_model_class(cfg.model)
     return load_stage(cfg.features, cfg.splits, cfg.text, stage, device, sequences=cls.needs_sequences,
-                      max_steps=cfg.train.max_steps)
+                      max_steps=cfg.train.max_steps, eval_max_steps=cfg.train.eval_max_steps or cfg.train.max_steps)
 
 
 @torch.no_grad()
@@ -82,7 +82,7 @@ def evaluate_split(model: ZSLModel, data: StageData, split: EvalSet, cfg: RunCon
     classes = model.embed_classes(class_text)
     chunks: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(split.idx), cfg.train.eval_batch_size):
-        batch = data.bank.gather(split.idx[start:start + cfg.train.eval_batch_size], crop="center")
+        batch = data.eval_batch(split.idx[start:start + cfg.train.eval_batch_size])
         for mode, d in model.distances(model.embed_videos(batch), classes).items():
             chunks.setdefault(mode, []).append(d)
     dists = {m: torch.cat(c) for m, c in chunks.items()}
@@ -212,6 +212,7 @@ def evaluate_test(cfg: RunConfig, model_path: str | Path, selection: dict) -> di
         "family": cls.family, "seed": cfg.seed, **{k: test[k] for k in ("S", "U", "HM", "ZSL")},
         "beta": float(selection["beta"]), "best_epoch": int(selection["best_epoch"]),
         "val": selection.get("val", {}), "modes": {m: r.percent() for m, r in res.by_mode.items()},
+        "inputs": data.bank.sequence_source if cls.needs_sequences else "mean",
         "counts": data.counts, "git_sha": git_sha(), "code_version": code_version(), "config": cfg.to_dict(),
     }
 

@@ -17,7 +17,8 @@ from pathlib import Path
 from extractors.io import atomic_path, code_version
 
 COLUMNS = ("dataset", "feature_set", "family", "model", "display_name", "seed", "S", "U", "HM", "ZSL", "beta",
-           "best_epoch", "code_version", "run")
+           "best_epoch", "inputs", "code_version", "run")
+ONE_STEP = "mean as one step"  # a sequence model fed per-video means (no per-step features in the store)
 METRICS = ("S", "U", "HM", "ZSL")
 # row-group order of the table; families not listed follow alphabetically
 FAMILY_ORDER = ("ZSL", "Audio-visual", "Ablation")
@@ -51,12 +52,17 @@ def read_csv(path: str | Path) -> list[dict]:
     return rows
 
 
-def render_markdown(rows: Sequence[dict], title: str = "Results", order: Sequence[str] | None = None) -> str:
-    """Table-I layout; ``order`` lists the models top to bottom (e.g. the ablation rows of Table II) instead of
-    grouping them by type."""
+def render_markdown(rows: Sequence[dict], title: str = "Results", order: Sequence[str] | None = None,
+                    by_type: bool = True) -> str:
+    """Table-I layout: rows grouped by type (``by_type``), in ``order`` within a group (else alphabetically); with
+    ``by_type=False`` a plain list in ``order`` (e.g. the ablation rows of Table II)."""
     blocks = sorted({(r["dataset"], r["feature_set"]) for r in rows})
-    models = sorted({(r["family"], r["model"], r["display_name"]) for r in rows},
-                    key=lambda m: (order.index(m[1]),) if order and m[1] in order else (_family_key(m[0]), m[1]))
+    rank = {m: i for i, m in enumerate(order or [])}
+
+    def key(m):
+        within = (rank.get(m[1], len(rank)), m[1])
+        return ((_family_key(m[0]),) if by_type else ()) + within
+    models = sorted({(r["family"], r["model"], r["display_name"]) for r in rows}, key=key)
     cells = defaultdict(list)
     for r in rows:
         cells[(r["model"], r["dataset"], r["feature_set"])].append(r)
@@ -65,17 +71,22 @@ def render_markdown(rows: Sequence[dict], title: str = "Results", order: Sequenc
              "Mean class accuracy in percent on the test split (two-stage protocol, calibrated stacking β chosen on "
              "validation). " + (f"Mean ± std over seeds {', '.join(map(str, seeds))}." if len(seeds) > 1
                                 else f"Seed {seeds[0]}." if seeds else ""), ""]
-    header = (["Model"] if order else ["Type", "Model"]) + [f"{d} · {fs} {m}" if i == 0 else m for d, fs in blocks
+    header = (["Type", "Model"] if by_type else ["Model"]) + [f"{d} · {fs} {m}" if i == 0 else m for d, fs in blocks
                                                            for i, m in enumerate(METRICS)]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     last_family = None
     for family, model, display in models:
-        row = [display] if order else [family if family != last_family else "", display]
+        row = [family if family != last_family else "", display] if by_type else [display]
         last_family = family
         for d, fs in blocks:
             runs = cells.get((model, d, fs), [])
-            row += [_cell([float(r[m]) for r in runs]) for m in METRICS]
+            mark = " †" if any(r.get("inputs") == ONE_STEP for r in runs) else ""
+            row += [_cell([float(r[m]) for r in runs]) + mark for m in METRICS]
         lines.append("| " + " | ".join(row) + " |")
+    if any(r.get("inputs") == ONE_STEP for r in rows):
+        lines += ["", "† a temporal model run on per-video mean features (each mean read as a one-step sequence): "
+                  "the feature store has no per-step features (e.g. AVCA's released h5 files; use the TCaF pickle "
+                  "layout or extracted features for per-step inputs)."]
     if len(seeds) > 1:
         lines += ["", "## Per seed", "", "| Dataset | Features | Model | Seed | S | U | HM | ZSL | β | epoch |",
                   "|---|---|---|---|---|---|---|---|---|---|"]
@@ -90,11 +101,15 @@ def render_markdown(rows: Sequence[dict], title: str = "Results", order: Sequenc
 
 
 def write_summary(test_jsons: Sequence[str | Path], csv_path: str | Path, md_path: str | Path,
-                  title: str = "Results", order: Sequence[str] | None = None) -> list[dict]:
+                  title: str = "Results", order: Sequence[str] | None = None, by_type: bool = True) -> list[dict]:
     rows = collect(test_jsons)
+    if order:
+        rank = {m: i for i, m in enumerate(order)}
+        rows.sort(key=lambda r: (r["dataset"], r["feature_set"], _family_key(r["family"]), rank.get(r["model"], 1e9),
+                                 int(r["seed"])))
     write_csv(csv_path, rows)
     with atomic_path(md_path, suffix=".md") as tmp:
-        tmp.write_text(render_markdown(rows, title, order))
+        tmp.write_text(render_markdown(rows, title, order, by_type))
     return rows
 
 

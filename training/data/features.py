@@ -2,15 +2,16 @@
 
 A :class:`FeatureBank` loads the videos of a split once (means, and per-step sequences when a model needs them) and
 serves batches with pure tensor indexing: no per-sample Python, no DataLoader, no host-device copies per step.
-Sequences are stored flat with offsets and padded on the fly to a fixed length (the longest video, optionally capped
-by ``max_steps`` with a random crop in training and a centre crop in evaluation), so batch shapes never depend on
-data and no device synchronisation is needed.
+Sequences are stored flat with offsets and padded on the fly to a fixed length (the longest video, optionally capped:
+a random crop in training, a centre crop in evaluation; the caps may differ, e.g. TCaF trains ActivityNet on 60-step
+and evaluates on 300-step crops), so batch shapes never depend on data and no device synchronisation is needed.
+A random crop starts at the same relative position in both modalities, so the audio and the video crop cover the
+same stretch of the video even when their step durations differ.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
@@ -57,39 +58,44 @@ class Batch:
 class FeatureBank:
     """Features of a set of videos on one device."""
 
-    def __init__(self, store: FeatureStore, rows: np.ndarray, device: torch.device, sequences: bool = False,
-                 max_steps: int | None = None):
+    def __init__(self, store: FeatureStore, rows: np.ndarray, device: torch.device, sequences: bool = False):
         self.device = device
         self.n = len(rows)
         self.means = {m: torch.from_numpy(store.means(m, rows)).to(device) for m in MODALITIES}
         self.dims = {m: self.means[m].shape[1] for m in MODALITIES}
         self.step_seconds = dict(store.step_seconds)
         self.sequences = sequences
-        self.flat, self.offsets, self.lengths, self.steps = {}, {}, {}, {}
+        self.flat, self.offsets, self.lengths, self.longest = {}, {}, {}, {}
+        # a store of per-video means (e.g. AVCA's released features) serves each mean as a one-step sequence
+        self.sequence_source = "per-step" if store.has_sequences else "mean as one step"
         if sequences:
             for m in MODALITIES:
-                flat, off = store.sequences(m, rows)
+                if store.has_sequences:
+                    flat, off = store.sequences(m, rows)
+                else:
+                    flat, off = store.means(m, rows), np.arange(len(rows) + 1)
                 self.flat[m] = torch.from_numpy(flat).to(device)
                 self.offsets[m] = torch.from_numpy(off[:-1]).to(device)
                 lengths = torch.from_numpy(np.diff(off)).to(device)
                 self.lengths[m] = lengths
-                longest = int(lengths.max()) if len(lengths) else 1
-                self.steps[m] = max(1, min(longest, max_steps) if max_steps else longest)
+                self.longest[m] = max(1, int(lengths.max()) if len(lengths) else 1)
 
     def gather(self, idx: torch.Tensor, crop: str = "center", generator: torch.Generator | None = None,
-               label: torch.Tensor | None = None, text: torch.Tensor | None = None) -> Batch:
+               label: torch.Tensor | None = None, text: torch.Tensor | None = None,
+               max_steps: int | None = None) -> Batch:
         kw = {"audio": self.means["audio"][idx], "video": self.means["video"][idx]}
         if self.sequences:
+            r = torch.rand(idx.shape, device=self.device, generator=generator) if crop == "random" else None
             for m in MODALITIES:
-                kw[f"{m}_seq"], kw[f"{m}_pad"] = self._padded(m, idx, crop, generator)
+                kw[f"{m}_seq"], kw[f"{m}_pad"] = self._padded(m, idx, r, max_steps)
         return Batch(label=label, text=text, **kw)
 
-    def _padded(self, m: str, idx: torch.Tensor, crop: str, generator: torch.Generator | None):
-        t = self.steps[m]
+    def _padded(self, m: str, idx: torch.Tensor, r: torch.Tensor | None, max_steps: int | None):
+        """``r``: the random crop position in [0, 1) shared by both modalities (None: centre crop)."""
+        t = min(self.longest[m], max_steps) if max_steps else self.longest[m]
         length = self.lengths[m][idx]
         spare = (length - t).clamp(min=0)
-        if crop == "random":
-            r = torch.rand(idx.shape, device=self.device, generator=generator)
+        if r is not None:
             start = (r * (spare + 1).to(r.dtype)).long().clamp(max=spare)
         else:
             start = spare // 2
@@ -123,20 +129,26 @@ class StageData:
     val: EvalSet
     test: EvalSet | None
     counts: dict
+    max_steps: int | None = None  # sequence cap in training (random crops)
+    eval_max_steps: int | None = None  # sequence cap in evaluation (centre crops)
 
     def batch(self, pos: torch.Tensor, neg_pos: torch.Tensor | None = None, crop: str = "random",
               generator: torch.Generator | None = None) -> Batch:
         """Training batch from positions into the training set (and, optionally, negatives)."""
         idx, labels = self.train_idx[pos], self.train_labels[pos]
-        b = self.bank.gather(idx, crop, generator, label=labels, text=self.text[labels])
+        b = self.bank.gather(idx, crop, generator, label=labels, text=self.text[labels], max_steps=self.max_steps)
         if neg_pos is not None:
             nl = self.train_labels[neg_pos]
-            b.neg = self.bank.gather(self.train_idx[neg_pos], crop, generator, label=nl, text=self.text[nl])
+            b.neg = self.bank.gather(self.train_idx[neg_pos], crop, generator, label=nl, text=self.text[nl],
+                                     max_steps=self.max_steps)
         return b
+
+    def eval_batch(self, idx: torch.Tensor) -> Batch:
+        return self.bank.gather(idx, crop="center", max_steps=self.eval_max_steps)
 
 
 def load_stage(features: str | Path, split_dir: str | Path, text: str | Path, stage: int, device: torch.device,
-               sequences: bool = False, max_steps: int | None = None) -> StageData:
+               sequences: bool = False, max_steps: int | None = None, eval_max_steps: int | None = None) -> StageData:
     """Everything one training stage needs, on ``device``.
 
     Stage 1 trains on stage_1_train and validates on val_seen ∪ val_unseen. Stage 2 trains on
@@ -164,7 +176,10 @@ def load_stage(features: str | Path, split_dir: str | Path, text: str | Path, st
         labels_by_group[name] = np.array([splits.class_id(c) for (_, c), k in zip(vids, keep) if k], dtype=np.int64)
     all_rows = np.concatenate(list(rows_by_group.values()))
     unique_rows, inverse = np.unique(all_rows, return_inverse=True)
-    bank = FeatureBank(store, unique_rows, device, sequences=sequences, max_steps=max_steps)
+    bank = FeatureBank(store, unique_rows, device, sequences=sequences)
+    if sequences and not store.has_sequences:
+        log.warning("%s holds per-video means only: the model reads each mean as a one-step sequence", features)
+        counts["inputs"] = bank.sequence_source
     pos, start = {}, 0
     for name in rows_by_group:
         n = len(rows_by_group[name])
@@ -179,9 +194,6 @@ def load_stage(features: str | Path, split_dir: str | Path, text: str | Path, st
     if stage == 2:
         test_seen, test_unseen = splits.seen_unseen(2)
         test = EvalSet(pos["test"], lab["test"], test_seen, test_unseen)
-    return StageData(bank, text_matrix, splits.all_classes, pos["train"], lab["train"], val, test, counts)
+    return StageData(bank, text_matrix, splits.all_classes, pos["train"], lab["train"], val, test, counts,
+                     max_steps, eval_max_steps)
 
-
-def class_counts(labels: torch.Tensor, classes: Sequence[int]) -> dict[int, int]:
-    c = torch.bincount(labels, minlength=max(classes) + 1 if classes else 1)
-    return {k: int(c[k]) for k in classes}

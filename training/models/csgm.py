@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.models.qdma import Affine
+from training.models.layers import Affine
 
 
 class GhostGrads:
@@ -68,60 +68,65 @@ class GhostGrads:
         output.register_hook(keep)
 
     # ---------------------------------------------------------------------------------------------
-    def _xd(self, module: nn.Module) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Input and output gradient of all calls of ``module``, as (n_samples, steps, ·)."""
-        xs, ds = [], []
+    def _blocks(self, module: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(input, output gradient) blocks of shape (n_samples, steps, ·): every call of the module, split into
+        chunks of n_samples rows (row i of every chunk belongs to sample i). Views, no copies."""
+        blocks = []
         for x, d in self._records.get(module, []):
             if d is None:  # this call did not reach the loss
                 continue
             if x.dim() == 2:
                 x, d = x[:, None], d[:, None]
-            reps = x.shape[0] // self._n
-            if reps * self._n != x.shape[0]:
+            if x.shape[0] % self._n:
                 raise ValueError(f"CSGM: a call with batch {x.shape[0]} does not split into {self._n} samples")
-            # rows k·n + i of the call belong to sample i
-            xs.append(torch.cat(x.split(self._n), dim=1))
-            ds.append(torch.cat(d.split(self._n), dim=1))
-        if not xs:
-            return None
-        return torch.cat(xs, dim=1), torch.cat(ds, dim=1)
+            blocks.extend(zip(x.split(self._n), d.split(self._n)))
+        return blocks
 
     def sq_norms(self, group: str) -> torch.Tensor:
-        """‖G_i‖² summed over the group's parameters, shape (n_samples,)."""
+        """‖G_i‖² summed over the group's parameters, shape (n_samples,).
+
+        A sample's gradient is the sum over its blocks k of D_kᵀ X_k, so ‖G_i‖² = Σ_{k,l} Σ_{t,s} (d_kt·d_ls)(x_kt·x_ls):
+        Gram products of the blocks, never the per-sample gradients themselves."""
         total = None
         for m in self.groups[group]:
-            xd = self._xd(m)
-            if xd is None:
+            blocks = self._blocks(m)
+            if not blocks:
                 continue
-            x, d = xd
-            if isinstance(m, nn.Linear):
-                # ‖Σ_t d_t x_tᵀ‖² = Σ_{t,s} (d_t·d_s)(x_t·x_s)
-                part = ((d @ d.transpose(1, 2)) * (x @ x.transpose(1, 2))).sum((1, 2))
-                if m.bias is not None:
-                    part = part + d.sum(1).pow(2).sum(-1)
-            else:  # Affine: its input is the normalised x̂
-                part = (d * x).sum(1).pow(2).sum(-1) + d.sum(1).pow(2).sum(-1)
+            part = 0
+            for k, (xk, dk) in enumerate(blocks):
+                for l_, (xl, dl) in enumerate(blocks[k:], start=k):
+                    scale = 1.0 if l_ == k else 2.0
+                    if isinstance(m, nn.Linear):
+                        w = ((dk @ dl.transpose(1, 2)) * (xk @ xl.transpose(1, 2))).sum((1, 2))
+                        if m.bias is not None:
+                            w = w + (dk.sum(1) * dl.sum(1)).sum(-1)
+                    else:  # Affine: its input is the normalised x̂; G(γ) = Σ_t d ⊙ x̂, G(β) = Σ_t d
+                        w = ((dk * xk).sum(1) * (dl * xl).sum(1)).sum(-1) + (dk.sum(1) * dl.sum(1)).sum(-1)
+                    part = part + scale * w
             total = part if total is None else total + part
         if total is None:
             raise RuntimeError(f"CSGM: nothing recorded for group {group!r}")
         return total
 
     def weighted_grads(self, group: str, weights: torch.Tensor) -> dict[nn.Parameter, torch.Tensor]:
-        """Σ_i weights_i · G_i for every parameter of the group."""
+        """Σ_i weights_i · G_i for every parameter of the group: the output gradients of sample i's rows are scaled
+        by weights_i and contracted with the inputs, one contraction per call."""
         out: dict[nn.Parameter, torch.Tensor] = {}
         for m in self.groups[group]:
-            xd = self._xd(m)
-            if xd is None:
-                continue
-            x, d = xd
-            dw = d * weights[:, None, None].to(d.dtype)
-            if isinstance(m, nn.Linear):
-                out[m.weight] = torch.einsum("bto,bti->oi", dw, x)
-                if m.bias is not None:
-                    out[m.bias] = dw.sum((0, 1))
-            else:
-                out[m.weight] = (dw * x).sum((0, 1))
-                out[m.bias] = dw.sum((0, 1))
+            for x, d in self._records.get(m, []):
+                if d is None:
+                    continue
+                reps = d.shape[0] // self._n
+                row_w = weights.to(d.dtype).repeat(reps).view((-1,) + (1,) * (d.dim() - 1))
+                dw = (d * row_w).reshape(-1, d.shape[-1])
+                xf = x.reshape(-1, x.shape[-1])
+                if isinstance(m, nn.Linear):
+                    _accumulate(out, m.weight, dw.t() @ xf)
+                    if m.bias is not None:
+                        _accumulate(out, m.bias, dw.sum(0))
+                else:
+                    _accumulate(out, m.weight, (dw * xf).sum(0))
+                    _accumulate(out, m.bias, dw.sum(0))
         return out
 
     def params(self, group: str) -> list[nn.Parameter]:
@@ -131,6 +136,10 @@ class GhostGrads:
             if getattr(m, "bias", None) is not None:
                 ps.append(m.bias)
         return ps
+
+
+def _accumulate(out: dict, param: nn.Parameter, grad: torch.Tensor) -> None:
+    out[param] = grad if param not in out else out[param] + grad
 
 
 def violation(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor) -> torch.Tensor:

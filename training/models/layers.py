@@ -78,3 +78,41 @@ class PreNormTransformer(nn.Module):
             x = attn(ln1(x), mask) + x
             x = ff(ln2(x)) + x
         return x
+
+
+class Affine(nn.Module):
+    """The learnable per-channel scale and shift of a normalisation layer."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.weight + self.bias
+
+
+class MaskedBatchNorm(nn.Module):
+    """BatchNorm over the last (channel) axis that counts valid entries only, so padded sequence steps shift neither
+    a batch's normalisation nor the running estimates evaluation uses. ``x``: (..., C), ``valid``: (...)."""
+
+    def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5):
+        super().__init__()
+        self.momentum, self.eps = momentum, eps
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+        self.affine = Affine(channels)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        if self.training:
+            flat, w = x.reshape(-1, x.shape[-1]), valid.reshape(-1).to(x.dtype)
+            n = w.sum().clamp(min=1)
+            mean = (w @ flat) / n  # statistics of the valid steps, as matrix-vector products
+            var = ((w @ (flat * flat)) / n - mean * mean).clamp(min=0)
+            with torch.no_grad():
+                unbiased = var * n / (n - 1).clamp(min=1)
+                self.running_mean.lerp_(mean.detach(), self.momentum)
+                self.running_var.lerp_(unbiased.detach(), self.momentum)
+        else:
+            mean, var = self.running_mean, self.running_var
+        return self.affine((x - mean) / torch.sqrt(var + self.eps))

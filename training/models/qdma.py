@@ -20,17 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-class Affine(nn.Module):
-    """The learnable per-channel scale and shift of a normalisation layer."""
-
-    def __init__(self, channels: int):
-        super().__init__()
-        self.weight = nn.Parameter(torch.ones(channels))
-        self.bias = nn.Parameter(torch.zeros(channels))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.weight + self.bias
+from training.models.layers import Affine, MaskedBatchNorm
 
 
 class StepGroupNorm(nn.Module):
@@ -45,34 +35,7 @@ class StepGroupNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
-        g = x.reshape(b, t, self.groups, c // self.groups)
-        g = (g - g.mean(-1, keepdim=True)) / torch.sqrt(g.var(-1, unbiased=False, keepdim=True) + self.eps)
-        return self.affine(g.reshape(b, t, c))
-
-
-class MaskedBatchNorm(nn.Module):
-    """BatchNorm over the channels of (B, T, C) that counts valid steps only, so padding never shifts statistics."""
-
-    def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5):
-        super().__init__()
-        self.momentum, self.eps = momentum, eps
-        self.register_buffer("running_mean", torch.zeros(channels))
-        self.register_buffer("running_var", torch.ones(channels))
-        self.affine = Affine(channels)
-
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-        if self.training:
-            w = valid.unsqueeze(-1).to(x.dtype)
-            n = w.sum().clamp(min=1)
-            mean = (x * w).sum((0, 1)) / n
-            var = (((x - mean) ** 2) * w).sum((0, 1)) / n
-            with torch.no_grad():
-                unbiased = var * n / (n - 1).clamp(min=1)
-                self.running_mean.lerp_(mean.detach(), self.momentum)
-                self.running_var.lerp_(unbiased.detach(), self.momentum)
-        else:
-            mean, var = self.running_mean, self.running_var
-        return self.affine((x - mean) / torch.sqrt(var + self.eps))
+        return self.affine(F.group_norm(x.reshape(b * t, c), self.groups, eps=self.eps).reshape(b, t, c))
 
 
 class DiffAttention(nn.Module):

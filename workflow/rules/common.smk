@@ -12,7 +12,7 @@ ROOT = Path(workflow.basedir)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from training.config import ConfigError, load_model_config, resolve_hparams  # noqa: E402
+from training.config import ConfigError, available_models, load_model_config, resolve_hparams  # noqa: E402
 from training.data.released_avca import read_tree_splits  # noqa: E402
 from training.data.splits import SplitError, read_splits  # noqa: E402
 
@@ -132,8 +132,9 @@ def _check_models(cfg):
             if unknown:
                 raise ConfigError(f"config: {where}.model: model {model!r} has no hyper-parameter(s) {unknown}")
     for model in cfg["training"]["model_overrides"]:
-        if model not in cfg["models"]:
-            raise ConfigError(f"config: training.model_overrides names {model!r}, which is not in models")
+        if model not in cfg["models"] and model not in available_models():
+            raise ConfigError(f"config: training.model_overrides names {model!r}, which is not a model "
+                              f"(known: {', '.join(available_models())})")
     for ds_name in cfg["active_datasets"]:
         ds = cfg["datasets"][ds_name]
         for fs in ds["feature_sets"]:
@@ -250,6 +251,15 @@ def all_test_results():
 
 # Table II of the DAAN paper, top to bottom
 ABLATION = ["daan_base", "daan_qdma", "daan_qdma_csgm_vc", "daan"]
+# Table I: every model with a configuration, in the order of the configured models, then the rest by name;
+# DAAN's ablation variants have their own table
+TABLE1 = [m for m in config["models"] if m not in ABLATION[:-1]] + [
+    m for m in available_models() if m not in config["models"] and m not in ABLATION[:-1]]
+
+
+def table1_test_results():
+    return [f"results/runs/{ds}/{fs}/{m}/seed{s}/test.json" for ds in DATASETS
+            for fs in DATASETS[ds]["feature_sets"] for m in TABLE1 for s in config["seeds"]]
 
 
 def ablation_test_results():
