@@ -39,7 +39,7 @@ def write_csv(path: str | Path, rows: Sequence[dict]) -> None:
         w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
         w.writeheader()
         for r in rows:
-            w.writerow({k: (f"{r[k]:.2f}" if k in METRICS else r[k]) for k in COLUMNS})
+            w.writerow({k: (f"{float(r[k]):.2f}" if k in (*METRICS, "beta") else r[k]) for k in COLUMNS})
 
 
 def read_csv(path: str | Path) -> list[dict]:
