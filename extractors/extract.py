@@ -91,7 +91,7 @@ def extract_shard(manifest: str | Path, shard: int, n_shards: int, backbone_name
     log.info("shard %d/%d: %d videos, %d already done, %d to extract on %s", shard, n_shards, len(rows),
              len(done), len(todo), device)
     t0 = time.time()
-    n_ok, n_fail = _run(manifest, todo, backbone, spec, partial, device, opts)
+    _run(manifest, todo, backbone, spec, partial, device, opts)
     chunks = sorted(partial.glob("chunk_*.h5")) if partial.exists() else []
     if chunks:
         merge_stores(chunks, out)
@@ -106,9 +106,9 @@ def extract_shard(manifest: str | Path, shard: int, n_shards: int, backbone_name
 
 
 def _run(manifest: Path, rows: list[ManifestRow], backbone: Backbone, spec: StoreSpec, partial: Path,
-         device: torch.device, opts: ExtractOptions) -> tuple[int, int]:
+         device: torch.device, opts: ExtractOptions) -> None:
     if not rows:
-        return 0, 0
+        return
     partial.mkdir(parents=True, exist_ok=True)
     loader = DataLoader(_ClipWindows(manifest, rows, backbone, opts), batch_size=opts.videos_per_load,
                         num_workers=opts.workers, collate_fn=list, pin_memory=device.type == "cuda",
@@ -118,7 +118,6 @@ def _run(manifest: Path, rows: list[ManifestRow], backbone: Backbone, spec: Stor
     bar = tqdm(total=len(rows), desc="extract", unit="video", disable=not opts.progress, mininterval=2)
     pending: list[VideoFeatures] = []
     failures: list[tuple[str, str]] = []
-    n_ok = n_fail = 0
     chunk_id = len(list(partial.glob("chunk_*.h5")))
     for group in loader:
         good = [(row, win) for row, win, err in group if err is None]
@@ -131,8 +130,6 @@ def _run(manifest: Path, rows: list[ManifestRow], backbone: Backbone, spec: Stor
             for i, (row, _) in enumerate(good):
                 pending.append(VideoFeatures(row.video_id, row.label, audio_seq=feats["audio"][i],
                                              video_seq=feats["video"][i]))
-        n_ok += len(good)
-        n_fail += len(group) - len(good)
         bar.update(len(group))
         if len(pending) + len(failures) >= opts.chunk_videos:
             write_store(partial / f"chunk_{chunk_id:05d}.h5", spec, pending, failures)
@@ -141,7 +138,6 @@ def _run(manifest: Path, rows: list[ManifestRow], backbone: Backbone, spec: Stor
     if pending or failures:
         write_store(partial / f"chunk_{chunk_id:05d}.h5", spec, pending, failures)
     bar.close()
-    return n_ok, n_fail
 
 
 @torch.inference_mode()

@@ -9,6 +9,26 @@ import training.engine as engine
 from training.data.features import Batch
 
 
+def toy_batch(dims, seed: int = 0, class_ids=(0, 1, 2, 3), negatives: bool = True) -> tuple[Batch, torch.Tensor]:
+    """8 samples (mean features) of 4 well-separated classes with the given ids; negatives, if asked for, are samples
+    of another class. Returns (batch, text of the 4 classes)."""
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.tensor(class_ids)
+    which = torch.arange(4).repeat_interleave(2)
+    audio_means, video_means = torch.randn(4, dims.audio, generator=g) * 2, torch.randn(4, dims.video, generator=g) * 2
+    text = torch.nn.functional.normalize(torch.randn(4, dims.text, generator=g), dim=1)
+
+    def make(rows):
+        return Batch(audio=audio_means[rows] + 0.1 * torch.randn(len(rows), dims.audio, generator=g),
+                     video=video_means[rows] + 0.1 * torch.randn(len(rows), dims.video, generator=g),
+                     label=ids[rows], text=text[rows])
+
+    batch = make(which)
+    if negatives:
+        batch.neg = make(which.roll(2))
+    return batch, text
+
+
 def parameters_without_gradient(model: torch.nn.Module) -> list[str]:
     """Names of parameters that a backward pass left without a (non-zero) gradient."""
     return [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]

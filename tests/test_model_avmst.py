@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from helpers import assert_evaluation_ignores_text, parameters_without_gradient
+from helpers import assert_evaluation_ignores_text, parameters_without_gradient, toy_batch
 
 from training.data.features import Batch
 from training.models import InputDims, build_model
@@ -79,20 +79,7 @@ def test_frozen_spiking_layers_option():
 
 
 def tiny_batch(seed: int = 0) -> tuple[Batch, torch.Tensor]:
-    """8 samples of 4 well-separated classes; negatives are samples of another class. Returns (batch, class text)."""
-    g = torch.Generator().manual_seed(seed)
-    label = torch.arange(4).repeat_interleave(2)
-    audio_means, video_means = torch.randn(4, DIMS.audio, generator=g) * 2, torch.randn(4, DIMS.video, generator=g) * 2
-    text = torch.nn.functional.normalize(torch.randn(4, DIMS.text, generator=g), dim=1)
-
-    def make(lab):
-        return Batch(audio=audio_means[lab] + 0.1 * torch.randn(len(lab), DIMS.audio, generator=g),
-                     video=video_means[lab] + 0.1 * torch.randn(len(lab), DIMS.video, generator=g),
-                     label=lab, text=text[lab])
-
-    batch = make(label)
-    batch.neg = make(label.roll(2))
-    return batch, text
+    return toy_batch(DIMS, seed)
 
 
 def test_gradients_reach_every_parameter():

@@ -5,7 +5,7 @@ import math
 
 import pytest
 import torch
-from helpers import assert_evaluation_ignores_text, parameters_without_gradient
+from helpers import assert_evaluation_ignores_text, parameters_without_gradient, toy_batch
 
 from training.data.features import Batch
 from training.models import InputDims, build_model
@@ -59,15 +59,7 @@ NO_DROPOUT = {"enc_dropout": 0.0, "proj_dropout": 0.0}
 
 def tiny_batch(seed: int = 0) -> tuple[Batch, torch.Tensor]:
     """8 samples of 4 well-separated classes (ids 3, 5, 6, 9). Returns (batch, text of the 4 classes)."""
-    g = torch.Generator().manual_seed(seed)
-    ids = torch.tensor([3, 5, 6, 9])
-    which = torch.arange(4).repeat_interleave(2)
-    audio_means, video_means = torch.randn(4, DIMS.audio, generator=g) * 2, torch.randn(4, DIMS.video, generator=g) * 2
-    text = torch.nn.functional.normalize(torch.randn(4, DIMS.text, generator=g), dim=1)
-    batch = Batch(audio=audio_means[which] + 0.1 * torch.randn(8, DIMS.audio, generator=g),
-                  video=video_means[which] + 0.1 * torch.randn(8, DIMS.video, generator=g),
-                  label=ids[which], text=text[which])
-    return batch, text
+    return toy_batch(DIMS, seed, class_ids=(3, 5, 6, 9), negatives=False)
 
 
 def test_mask_loss_follows_the_input_gradient_of_the_classification_loss():

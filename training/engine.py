@@ -19,14 +19,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from extractors.io import (
-    atomic_path,
-    code_version,
-    config_hash,
-    git_sha,
-    write_json_atomic,
-    write_text_atomic,
-)
+from extractors.io import atomic_path, code_version, config_hash, git_sha, write_text_atomic
 from training.config import RunConfig
 from training.data.features import EvalSet, StageData, load_stage
 from training.data.sampler import ClassBalancedSampler
@@ -259,7 +252,3 @@ def _jsonl(record: dict) -> str:
     import json
 
     return json.dumps(record, sort_keys=True) + "\n"
-
-
-def write_selection(path: str | Path, selection: dict) -> None:
-    write_json_atomic(path, selection)

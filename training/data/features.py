@@ -12,7 +12,7 @@ same stretch of the video even when their step durations differ.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -46,13 +46,6 @@ class Batch:
 
     def without_text(self) -> Batch:
         return replace(self, text=None, neg=None)
-
-    def to(self, device: torch.device) -> Batch:
-        kw = {}
-        for f in fields(self):
-            v = getattr(self, f.name)
-            kw[f.name] = v.to(device) if v is not None else None
-        return Batch(**kw)
 
 
 class FeatureBank:

@@ -14,7 +14,7 @@ if str(ROOT) not in sys.path:
 
 from training.config import ConfigError, available_models, load_model_config, resolve_hparams  # noqa: E402
 from training.data.released_avca import read_tree_splits  # noqa: E402
-from training.data.splits import SplitError, read_splits  # noqa: E402
+from training.data.splits import SplitError, read_splits, split_files  # noqa: E402
 
 # Jobs run the workflow's own code (`python -m training.cli`) whether or not the package is installed.
 shell.prefix(f"set -euo pipefail; export PYTHONPATH='{ROOT}'${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
@@ -171,8 +171,6 @@ BUILT_SPLIT_DATASETS = "|".join(re.escape(n) for n, d in DATASETS.items()
                                 if d["source"] in ("demo", "local") and not d["splits"]["official_dir"]) or NOTHING
 OFFICIAL_SPLIT_DATASETS = "|".join(re.escape(n) for n, d in DATASETS.items()
                                    if d["source"] in ("demo", "local") and d["splits"]["official_dir"]) or NOTHING
-SPLIT_STAGES = ["stage_1_train", "stage_1_val_seen", "stage_1_val_unseen",
-                "stage_2_train", "stage_2_test_seen", "stage_2_test_unseen"]
 
 
 def split_variant(dataset, feature_set):
@@ -185,7 +183,7 @@ def split_dir(dataset, feature_set):
 
 
 def split_outputs(folder):
-    return [f"{folder}/all_class.txt"] + [f"{folder}/{s}.{e}" for s in SPLIT_STAGES for e in ("txt", "csv")]
+    return [str(p) for p in split_files(folder)]
 
 
 def features_path(dataset, feature_set):
