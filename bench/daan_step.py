@@ -38,8 +38,6 @@ def step_times(model_name: str, paths: dict, device: str, batch_size: int, repea
     data = load_data(cfg, 1, dev)
     torch.manual_seed(seed)
     model = build_for_data(cfg, data, dev)
-    classes = torch.unique(data.train_labels)
-    model.set_training_classes(classes, data.text[classes])
     opt = model.configure_optimizers(cfg.train.lr, cfg.train.weight_decay)
     gen = torch.Generator(device=dev).manual_seed(seed)
     sampler = ClassBalancedSampler(data.train_labels, batch_size, 1, gen)

@@ -92,8 +92,6 @@ def time_epoch(model_name: str, paths: dict, device: str, batches: int, batch_si
     torch.manual_seed(0)
     data = load_data(cfg, 1, dev)
     model = build_for_data(cfg, data, dev)
-    classes = torch.unique(data.train_labels)
-    model.set_training_classes(classes, data.text[classes])
     optimizers = model.configure_optimizers(cfg.train.lr, cfg.train.weight_decay)
     gen = torch.Generator(device=dev).manual_seed(0)
     sampler = ClassBalancedSampler(data.train_labels, cfg.train.batch_size, batches, gen)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -53,7 +54,10 @@ def build_for_data(cfg: RunConfig, data: StageData, device: torch.device) -> ZSL
     bank = data.bank
     dims = InputDims(audio=bank.dims["audio"], video=bank.dims["video"], text=int(data.text.shape[1]),
                      audio_step_seconds=bank.step_seconds["audio"], video_step_seconds=bank.step_seconds["video"])
-    return build_model(cfg.model, dims, cfg.model_params).to(device)
+    model = build_model(cfg.model, dims, cfg.model_params).to(device)
+    train_classes = torch.unique(data.train_labels)
+    model.set_training_classes(train_classes, data.text[train_classes])
+    return model
 
 
 def load_data(cfg: RunConfig, stage: int, device: torch.device) -> StageData:
@@ -71,7 +75,6 @@ def evaluate_split(model: ZSLModel, data: StageData, split: EvalSet, cfg: RunCon
     class_ids = split.class_ids
     class_text = data.text[torch.as_tensor(class_ids, device=data.text.device)]
     model.prepare_evaluation(class_ids, class_text, split.seen, split.unseen)
-    model.eval()
     classes = model.embed_classes(class_text)
     chunks: dict[str, list[torch.Tensor]] = {}
     for start in range(0, len(split.idx), cfg.train.eval_batch_size):
@@ -88,8 +91,6 @@ def evaluate_split(model: ZSLModel, data: StageData, split: EvalSet, cfg: RunCon
 
 def complete_config(cfg: RunConfig) -> RunConfig:
     """The run configuration with every model hyper-parameter spelled out (defaults included)."""
-    from dataclasses import replace
-
     return replace(cfg, model_params={**get_model_class(cfg.model).hparams, **cfg.model_params})
 
 
@@ -117,8 +118,6 @@ def train_stage(cfg: RunConfig, stage: int, run_dir: str | Path, selection: dict
 
     data = load_data(cfg, stage, device)
     model = build_for_data(cfg, data, device)
-    train_classes = torch.unique(data.train_labels)
-    model.set_training_classes(train_classes, data.text[train_classes])
     optimizers = model.configure_optimizers(cfg.train.lr, cfg.train.weight_decay)
     schedulers = [torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="max", patience=cfg.train.patience,
                                                              factor=cfg.train.factor)
@@ -195,8 +194,6 @@ def evaluate_test(cfg: RunConfig, model_path: str | Path, selection: dict) -> di
     model = build_for_data(cfg, data, device)
     ckpt = torch.load(model_path, map_location=device, weights_only=True)
     model.load_state_dict(ckpt["model"])
-    train_classes = torch.unique(data.train_labels)
-    model.set_training_classes(train_classes, data.text[train_classes])
     res = evaluate_split(model, data, data.test, cfg, beta=float(selection["beta"]))
     cls = get_model_class(cfg.model)
     test = res.main.percent()

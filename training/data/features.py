@@ -65,9 +65,10 @@ class FeatureBank:
             for m in MODALITIES:
                 if store.has_sequences:
                     flat, off = store.sequences(m, rows)
+                    self.flat[m] = torch.from_numpy(flat).to(device)
                 else:
-                    flat, off = store.means(m, rows), np.arange(len(rows) + 1)
-                self.flat[m] = torch.from_numpy(flat).to(device)
+                    off = np.arange(len(rows) + 1)
+                    self.flat[m] = self.means[m]
                 self.offsets[m] = torch.from_numpy(off[:-1]).to(device)
                 lengths = torch.from_numpy(np.diff(off)).to(device)
                 self.lengths[m] = lengths

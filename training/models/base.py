@@ -44,15 +44,16 @@ class ZSLModel(nn.Module):
 
     # ---- hooks the engine calls
     def set_training_classes(self, class_ids: torch.Tensor, class_text: torch.Tensor) -> None:
-        """Before training: the ids and text embeddings of the training classes (for losses over all training
-        classes, e.g. cross-entropy or ranking against every seen class). Text only, no samples."""
+        """Once the model is built for a dataset (before any checkpoint is loaded): the ids and text embeddings of the
+        training classes, for losses over all training classes (cross-entropy, ranking against every seen class).
+        Text only, no samples."""
         self.train_class_ids = class_ids
         self.train_class_text = class_text
 
     def prepare_evaluation(self, class_ids: list[int], class_text: torch.Tensor, seen: list[int],
                            unseen: list[int]) -> None:
-        """Before an evaluation: the candidate classes of the split (ids, text; no samples). Generative models
-        synthesise unseen-class features here; most models need nothing."""
+        """Before an evaluation, in eval mode: the candidate classes of the split (ids, text; no samples).
+        Generative models synthesise unseen-class features here; most models need nothing."""
 
     # ---- training
     def loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

@@ -99,6 +99,7 @@ class DAAN(ZSLModel):
             parts = {f"{m}_{p}": mods for m, enc in (("a", self.enc_a), ("v", self.enc_v))
                      for p, mods in enc.parts().items()}
             self.ghost = GhostGrads(parts)
+            self.csgm_modality = {group: group.split("_")[0] for group in parts}  # 'a_attention' -> 'a'
 
     # ------------------------------------------------------------------------------------ forward
     def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,8 +151,7 @@ class DAAN(ZSLModel):
             with self.ghost.capture(batch.size):
                 loss, parts, (theta, theta_neg) = self._loss(batch)
                 loss.backward()
-            groups = {g: g.split("_")[0] for g in self.ghost.groups}
-            etas = modulate(self.ghost, groups, convergence_rates(theta, theta_neg), self.hp["gamma"],
+            etas = modulate(self.ghost, self.csgm_modality, convergence_rates(theta, theta_neg), self.hp["gamma"],
                             use_optimisation_rate=self.csgm == "full", noise=self.hp["noise"])
             parts = {**parts, "eta_a": etas["a_attention"].mean(), "eta_v": etas["v_attention"].mean()}
         opt.step()

@@ -160,17 +160,18 @@ validate_config(config)
 DATASETS = {name: config["datasets"][name] for name in config["active_datasets"]}
 
 
-def _names(source):
-    names = [re.escape(n) for n, d in DATASETS.items() if d["source"] in source]
+def _names(source, official_splits=None):
+    """Wildcard constraint matching the active datasets of the given sources (and, if set, with or without an
+    official split folder)."""
+    names = [re.escape(n) for n, d in DATASETS.items() if d["source"] in source
+             and (official_splits is None or bool(d["splits"]["official_dir"]) == official_splits)]
     return "|".join(names) or NOTHING
 
 
 VIDEO_DATASETS = _names({"demo", "local"})  # acquired and extracted here
 RELEASED_DATASETS = _names({"released_avca"})
-BUILT_SPLIT_DATASETS = "|".join(re.escape(n) for n, d in DATASETS.items()
-                                if d["source"] in ("demo", "local") and not d["splits"]["official_dir"]) or NOTHING
-OFFICIAL_SPLIT_DATASETS = "|".join(re.escape(n) for n, d in DATASETS.items()
-                                   if d["source"] in ("demo", "local") and d["splits"]["official_dir"]) or NOTHING
+BUILT_SPLIT_DATASETS = _names({"demo", "local"}, official_splits=False)
+OFFICIAL_SPLIT_DATASETS = _names({"demo", "local"}, official_splits=True)
 
 
 def split_variant(dataset, feature_set):
@@ -239,12 +240,10 @@ def run_inputs(w):
             "text": text_path(w.dataset)}
 
 
-RUNS = [(ds, fs, m, s) for ds in DATASETS for fs in DATASETS[ds]["feature_sets"]
-        for m in config["models"] for s in config["seeds"]]
-
-
-def all_test_results():
-    return [f"results/runs/{ds}/{fs}/{m}/seed{s}/test.json" for ds, fs, m, s in RUNS]
+def test_results(models):
+    """test.json of every active dataset, feature set and seed for the given models."""
+    return [f"results/runs/{ds}/{fs}/{m}/seed{s}/test.json" for ds in DATASETS
+            for fs in DATASETS[ds]["feature_sets"] for m in models for s in config["seeds"]]
 
 
 # Table II of the DAAN paper, top to bottom
@@ -254,12 +253,3 @@ ABLATION = ["daan_base", "daan_qdma", "daan_qdma_csgm_vc", "daan"]
 TABLE1 = [m for m in config["models"] if m not in ABLATION[:-1]] + [
     m for m in available_models() if m not in config["models"] and m not in ABLATION[:-1]]
 
-
-def table1_test_results():
-    return [f"results/runs/{ds}/{fs}/{m}/seed{s}/test.json" for ds in DATASETS
-            for fs in DATASETS[ds]["feature_sets"] for m in TABLE1 for s in config["seeds"]]
-
-
-def ablation_test_results():
-    return [f"results/runs/{ds}/{fs}/{m}/seed{s}/test.json" for ds in DATASETS
-            for fs in DATASETS[ds]["feature_sets"] for m in ABLATION for s in config["seeds"]]

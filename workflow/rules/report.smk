@@ -3,7 +3,7 @@
 
 rule summary:
     input:
-        all_test_results(),
+        test_results(config["models"]),
     output:
         csv="results/summary.csv",
         md="results/summary.md",
@@ -22,7 +22,7 @@ rule summary:
 rule ablation:
     """DAAN's ablation (Table II): Base, + QDMA, + CSGM with the convergence rate only, full DAAN."""
     input:
-        ablation_test_results(),
+        test_results(ABLATION),
     output:
         csv="results/ablation.csv",
         md="results/ablation.md",
@@ -40,7 +40,7 @@ rule ablation:
 rule table1:
     """Every model on every active dataset and feature set, laid out like Table I of the DAAN paper."""
     input:
-        table1_test_results(),
+        test_results(TABLE1),
     output:
         csv="results/table1.csv",
         md="results/table1.md",
