@@ -2,7 +2,10 @@
 
 One batch of a UCF-size synthetic dataset (bench/train_throughput.py; 512-d features, 3-12 steps per video, batch
 256, negatives drawn as in training), UCF hyper-parameters for both models. Reports the median step time of AVCA,
-DAAN, and DAAN without CSGM (the Base + QDMA variant), the ratio DAAN / AVCA, and CSGM's share of DAAN's step.
+DAAN, and DAAN without CSGM (the Base + QDMA variant), the ratio DAAN / AVCA, and CSGM's share of DAAN's step: the
+time spent in CSGM's modulation (per-sample norms, rates, the modulated gradient and its noise) over the step time.
+With CSGM the backward pass skips the QDMA parts' ordinary weight gradients (CSGM writes them), so DAAN's step can be
+as fast as Base + QDMA's.
 
     python bench/daan_step.py --device cpu
     python bench/daan_step.py --device cuda
@@ -19,6 +22,7 @@ from pathlib import Path
 
 import torch
 
+import training.models.daan as daan_module
 from bench.train_throughput import dataset_paths, machine
 from training.config import RunConfig, TrainConfig, resolve_hparams
 from training.data.sampler import ClassBalancedSampler
@@ -30,7 +34,23 @@ def _sync(dev: torch.device) -> None:
         torch.cuda.synchronize(dev)
 
 
-def step_times(model_name: str, paths: dict, device: str, batch_size: int, repeats: int, seed: int = 0) -> list[float]:
+class _Timed:
+    """Wraps DAAN's call of CSGM's ``modulate`` and accumulates its wall time."""
+
+    def __init__(self, fn, dev: torch.device):
+        self.fn, self.dev, self.seconds = fn, dev, []
+
+    def __call__(self, *args, **kwargs):
+        _sync(self.dev)
+        t0 = time.perf_counter()
+        out = self.fn(*args, **kwargs)
+        _sync(self.dev)
+        self.seconds.append(time.perf_counter() - t0)
+        return out
+
+
+def step_times(model_name: str, paths: dict, device: str, batch_size: int, repeats: int, seed: int = 0,
+               timed: _Timed | None = None) -> list[float]:
     hp = resolve_hparams(model_name, "ucf", "main")
     cfg = RunConfig(model=model_name, seed=seed, train=TrainConfig.from_dict({**hp["train"], "batch_size": batch_size}),
                     model_params=hp["model"], device=device, **paths)
@@ -52,6 +72,8 @@ def step_times(model_name: str, paths: dict, device: str, batch_size: int, repea
         _sync(dev)
         if i >= 3:  # warm-up
             times.append(time.perf_counter() - t0)
+        elif timed is not None:
+            timed.seconds.clear()
     return times
 
 
@@ -63,16 +85,24 @@ def main() -> None:
     ap.add_argument("--data", help="reuse a synthetic dataset folder")
     args = ap.parse_args()
     print(f"# machine: {machine()}")
-    with tempfile.TemporaryDirectory() as tmp:
-        paths = dataset_paths(Path(args.data or tmp))
-        med = {m: statistics.median(step_times(m, paths, args.device, args.batch_size, args.repeats))
-               for m in ("avca", "daan_qdma", "daan")}
+    timed = _Timed(daan_module.modulate, resolve_device(args.device))
+    daan_module.modulate = timed
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            paths = dataset_paths(Path(args.data or tmp))
+            med = {m: statistics.median(step_times(m, paths, args.device, args.batch_size, args.repeats,
+                                                   timed=timed if m == "daan" else None))
+                   for m in ("avca", "daan_qdma", "daan")}
+    finally:
+        daan_module.modulate = timed.fn
+    csgm = statistics.median(timed.seconds)
     print(json.dumps({
         "device": str(resolve_device(args.device)), "batch_size": args.batch_size,
         "avca_ms": round(1000 * med["avca"], 2), "daan_ms": round(1000 * med["daan"], 2),
         "daan_without_csgm_ms": round(1000 * med["daan_qdma"], 2),
         "daan_over_avca": round(med["daan"] / med["avca"], 3),
-        "csgm_share_of_daan_step": round(1 - med["daan_qdma"] / med["daan"], 3),
+        "csgm_ms": round(1000 * csgm, 2),
+        "csgm_share_of_daan_step": round(csgm / med["daan"], 3),
     }))
 
 

@@ -6,7 +6,7 @@ import torch.nn.functional as F
 
 from training.data.features import Batch
 from training.models import MODELS, InputDims, build_model
-from training.models.csgm import GhostGrads, contribution, convergence_rates, modulate
+from training.models.csgm import GhostGrads, contribution, convergence_rates, current_packed_rows, modulate
 from training.models.qdma import DiffAttention, TemporalBypass
 
 SMALL = {"hidden_dim": 16, "out_dim": 8, "qk_dim": 8, "qdma_heads": 2, "attn_heads": 2, "attn_mlp_dim": 16,
@@ -151,7 +151,7 @@ def _part_modules(model):
 
 def _slow_per_sample_gradients(model, batch):
     """G_i for every part, one forward/backward per sample: in every part module, only sample i's rows (positive i and
-    negative i) use the live parameters; the other rows use a detached copy. Outputs and input gradients are
+    negative i, or their steps in a packed call) use the live parameters; the other rows use a detached copy. Outputs and input gradients are
     unchanged, so G_i is exactly the gradient that reaches the parameters through sample i's own activations."""
     b = batch.size
     groups = _part_modules(model)
@@ -169,7 +169,8 @@ def _slow_per_sample_gradients(model, batch):
                                           None if module.bias is None else module.bias.detach())
                     else:
                         frozen = x * module.weight.detach() + module.bias.detach()
-                    keep = rows if out.shape[0] == 2 * b else rows[:b]
+                    packed = current_packed_rows()
+                    keep = rows[packed.seq] if packed is not None else rows if out.shape[0] == 2 * b else rows[:b]
                     return torch.where(keep.view((-1,) + (1,) * (out.dim() - 1)), out, frozen)
                 handles.append(mod.register_forward_hook(only_i))
         model.zero_grad(set_to_none=True)
@@ -210,16 +211,23 @@ def test_fast_csgm_matches_a_slow_per_sample_reference(variant):
         for p in params:
             expected[p] = sum(etas[i] * samples[i][p] for i in range(len(samples)))
 
-    # the fast path: one forward/backward with ghost hooks, then the vectorised modulation
+    # the ordinary batch gradient: the per-sample contributions add up to it
+    model.zero_grad(set_to_none=True)
+    model._loss(batch)[0].backward()
+    plain = {p: p.grad.clone() for mods in _part_modules(model).values() for p in _params(mods)}
+    for samples in per_sample.values():
+        for p in samples[0]:
+            torch.testing.assert_close(sum(s[p] for s in samples), plain[p], atol=1e-5, rtol=1e-4)
+    # the fast path: one forward/backward that records activations and output gradients (and accumulates no
+    # gradient for the modulated parts), then the vectorised modulation
     model.zero_grad(set_to_none=True)
     with model.ghost.capture(batch.size):
         loss, _, (theta, theta_neg) = model._loss(batch)
         loss.backward()
-    plain = {p: p.grad.clone() for mods in _part_modules(model).values() for p in _params(mods)}
-    # the per-sample contributions add up to the ordinary batch gradient
-    for samples in per_sample.values():
-        for p in samples[0]:
-            torch.testing.assert_close(sum(s[p] for s in samples), plain[p], atol=1e-5, rtol=1e-4)
+    assert all(p.grad is None for p in plain)
+    for group in model.ghost.groups:
+        for p, g in model.ghost.weighted_grads(group, torch.ones(batch.size)).items():
+            torch.testing.assert_close(g, plain[p], atol=1e-5, rtol=1e-4)
     groups = {g: g[0] for g in model.ghost.groups}
     modulate(model.ghost, groups, convergence_rates(theta, theta_neg), gamma,
              use_optimisation_rate=variant == "daan", noise=0.0)

@@ -20,89 +20,151 @@ per-sample backward passes are ever formed. The noise has exactly the stated cov
 from __future__ import annotations
 
 import contextlib
+import contextvars
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.models.layers import Affine
+from training.models.layers import Affine, RecordableLinear
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """Where the rows of a packed (N, ·) call come from: row j is step ``step[j]`` of sequence ``seq[j]`` of an
+    (n_seqs, n_steps) padded batch."""
+    seq: torch.Tensor
+    step: torch.Tensor
+    n_seqs: int
+    n_steps: int
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C) -> (n_seqs, n_steps, C), zeros at padded steps."""
+        out = x.new_zeros(self.n_seqs, self.n_steps, x.shape[-1])
+        out[self.seq, self.step] = x
+        return out
+
+
+_PACKED: contextvars.ContextVar[PackedRows | None] = contextvars.ContextVar("csgm_packed_rows", default=None)
+
+
+@contextlib.contextmanager
+def packed_rows(rows: PackedRows) -> Iterator[None]:
+    """Modules called inside this block get packed rows laid out as ``rows`` (recorded by :class:`GhostGrads`)."""
+    token = _PACKED.set(rows)
+    try:
+        yield
+    finally:
+        _PACKED.reset(token)
+
+
+def current_packed_rows() -> PackedRows | None:
+    return _PACKED.get()
 
 
 class GhostGrads:
-    """Records, for chosen ``nn.Linear``/``Affine`` modules, the inputs and output gradients of every call during one
-    forward/backward, and turns them into per-sample squared gradient norms and sample-weighted gradients.
+    """Records, for chosen :class:`RecordableLinear`/:class:`Affine` modules, the inputs and output gradients of every
+    call during one forward/backward, and turns them into per-sample squared gradient norms and sample-weighted
+    gradients. While capturing, these modules accumulate no ordinary gradient: :func:`modulate` writes theirs.
 
     Calls whose batch is a multiple of the sample count (e.g. positives and negatives in one pass) are regrouped so
-    that row i of every chunk belongs to sample i."""
+    that row i of every chunk belongs to sample i. Calls on packed steps (inside :func:`packed_rows`) are mapped back
+    to their sequences."""
 
     def __init__(self, groups: dict[str, Sequence[nn.Module]]):
         for name, mods in groups.items():
             for m in mods:
-                if not isinstance(m, (nn.Linear, Affine)):
-                    raise TypeError(f"CSGM group {name}: {type(m).__name__} is not supported")
+                if not isinstance(m, (RecordableLinear, Affine)):
+                    raise TypeError(f"CSGM group {name}: {type(m).__name__} is not supported "
+                                    "(use RecordableLinear or Affine)")
         self.groups = {k: list(v) for k, v in groups.items()}
-        self._records: dict[nn.Module, list[list[torch.Tensor]]] = defaultdict(list)
+        self._records: dict[nn.Module, list[list]] = defaultdict(list)
         self._n = 0
 
     @contextlib.contextmanager
     def capture(self, n_samples: int) -> Iterator[None]:
         self._records.clear()
         self._n = n_samples
-        handles = [m.register_forward_hook(self._hook) for mods in self.groups.values() for m in mods]
+        modules = [m for mods in self.groups.values() for m in mods]
+        for m in modules:
+            m.recorder = self._recorder(m)
         try:
             yield
         finally:
-            for h in handles:
-                h.remove()
+            for m in modules:
+                m.recorder = None
 
-    def _hook(self, module: nn.Module, inputs, output: torch.Tensor) -> None:
-        if not output.requires_grad:
-            return
-        record = [inputs[0].detach(), None]
-        self._records[module].append(record)
+    def _recorder(self, module: nn.Module):
+        def record(x: torch.Tensor) -> list:
+            rec = [x.detach(), None, _PACKED.get()]  # input, output gradient (filled by backward), packed layout
+            self._records[module].append(rec)
+            return rec
+        return record
 
-        def keep(grad: torch.Tensor) -> None:
-            record[1] = grad.detach()
-        output.register_hook(keep)
+    def _calls(self, module: nn.Module) -> Iterator[tuple[torch.Tensor, torch.Tensor, PackedRows | None]]:
+        for x, d, packed in self._records.get(module, []):
+            if d is not None:  # calls that did not reach the loss have no gradient
+                yield x, d, packed
 
     # ---------------------------------------------------------------------------------------------
     def _blocks(self, module: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(input, output gradient) blocks of shape (n_samples, steps, ·): every call of the module, split into
-        chunks of n_samples rows (row i of every chunk belongs to sample i). Views, no copies."""
+        chunks of n_samples rows (row i of every chunk belongs to sample i)."""
         blocks = []
-        for x, d in self._records.get(module, []):
-            if d is None:  # this call did not reach the loss
-                continue
-            if x.dim() == 2:
+        for x, d, packed in self._calls(module):
+            if packed is not None:
+                x, d = packed.pad(x), packed.pad(d)
+            elif x.dim() == 2:
                 x, d = x[:, None], d[:, None]
             if x.shape[0] % self._n:
                 raise ValueError(f"CSGM: a call with batch {x.shape[0]} does not split into {self._n} samples")
             blocks.extend(zip(x.split(self._n), d.split(self._n)))
         return blocks
 
+    def _per_sample_sums(self, module: Affine) -> tuple[torch.Tensor, torch.Tensor]:
+        """An Affine's per-sample gradients themselves (they are only 2·C numbers): G_i(γ) = Σ d ⊙ x̂ and
+        G_i(β) = Σ d over sample i's rows and steps."""
+        g_w = g_b = 0
+        for x, d, packed in self._calls(module):
+            if packed is not None:
+                sample = packed.seq % self._n
+                dx = d.new_zeros(self._n, d.shape[-1]).index_add_(0, sample, d * x)
+                dd = d.new_zeros(self._n, d.shape[-1]).index_add_(0, sample, d)
+            else:
+                if x.shape[0] % self._n:
+                    raise ValueError(f"CSGM: a call with batch {x.shape[0]} does not split into {self._n} samples")
+                rows = (d * x).reshape(x.shape[0], -1, x.shape[-1]).sum(1), d.reshape(d.shape[0], -1, d.shape[-1]).sum(1)
+                dx, dd = (r.reshape(-1, self._n, r.shape[-1]).sum(0) for r in rows)
+            g_w, g_b = g_w + dx, g_b + dd
+        return g_w, g_b
+
     def sq_norms(self, group: str) -> torch.Tensor:
         """‖G_i‖² summed over the group's parameters, shape (n_samples,).
 
-        A sample's gradient is the sum over its blocks k of D_kᵀ X_k, so ‖G_i‖² = Σ_{k,l} Σ_{t,s} (d_kt·d_ls)(x_kt·x_ls):
-        Gram products of the blocks, never the per-sample gradients themselves."""
+        For a linear map a sample's gradient is the sum over its blocks k of D_kᵀ X_k, so
+        ‖G_i‖² = Σ_{k,l} Σ_{t,s} (d_kt·d_ls)(x_kt·x_ls): Gram products of the blocks, never the per-sample gradients
+        themselves. An Affine's per-sample gradients are small and are formed directly."""
         total = None
         for m in self.groups[group]:
-            blocks = self._blocks(m)
-            if not blocks:
-                continue
-            part = 0
-            for k, (xk, dk) in enumerate(blocks):
-                for l_, (xl, dl) in enumerate(blocks[k:], start=k):
-                    scale = 1.0 if l_ == k else 2.0
-                    if isinstance(m, nn.Linear):
+            if isinstance(m, Affine):
+                if not any(True for _ in self._calls(m)):
+                    continue
+                g_w, g_b = self._per_sample_sums(m)
+                part = g_w.pow(2).sum(-1) + g_b.pow(2).sum(-1)
+            else:
+                blocks = self._blocks(m)
+                if not blocks:
+                    continue
+                part = 0
+                for k, (xk, dk) in enumerate(blocks):
+                    for l_, (xl, dl) in enumerate(blocks[k:], start=k):
                         w = ((dk @ dl.transpose(1, 2)) * (xk @ xl.transpose(1, 2))).sum((1, 2))
                         if m.bias is not None:
                             w = w + (dk.sum(1) * dl.sum(1)).sum(-1)
-                    else:  # Affine: its input is the normalised x̂; G(γ) = Σ_t d ⊙ x̂, G(β) = Σ_t d
-                        w = ((dk * xk).sum(1) * (dl * xl).sum(1)).sum(-1) + (dk.sum(1) * dl.sum(1)).sum(-1)
-                    part = part + scale * w
+                        part = part + (1.0 if l_ == k else 2.0) * w
             total = part if total is None else total + part
         if total is None:
             raise RuntimeError(f"CSGM: nothing recorded for group {group!r}")
@@ -113,11 +175,12 @@ class GhostGrads:
         by weights_i and contracted with the inputs, one contraction per call."""
         out: dict[nn.Parameter, torch.Tensor] = {}
         for m in self.groups[group]:
-            for x, d in self._records.get(m, []):
-                if d is None:
-                    continue
-                reps = d.shape[0] // self._n
-                row_w = weights.to(d.dtype).repeat(reps).view((-1,) + (1,) * (d.dim() - 1))
+            for x, d, packed in self._calls(m):
+                if packed is not None:  # packed row j belongs to sequence seq[j], i.e. sample seq[j] mod n
+                    row_w = weights.to(d.dtype)[packed.seq % self._n].unsqueeze(-1)
+                else:
+                    reps = d.shape[0] // self._n
+                    row_w = weights.to(d.dtype).repeat(reps).view((-1,) + (1,) * (d.dim() - 1))
                 dw = (d * row_w).reshape(-1, d.shape[-1])
                 xf = x.reshape(-1, x.shape[-1])
                 if isinstance(m, nn.Linear):

@@ -80,8 +80,57 @@ class PreNormTransformer(nn.Module):
         return x
 
 
+class _RecordedLinear(torch.autograd.Function):
+    """y = x Wᵀ + b whose backward hands the output gradient to ``record`` and computes the input gradient only: the
+    weight gradient is left to the recorder (CSGM builds a modulated one from the recorded activations)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, record):
+        ctx.save_for_backward(weight)
+        ctx.record = record
+        return F.linear(x, weight, bias)
+
+    @staticmethod
+    def backward(ctx, d):
+        ctx.record[1] = d
+        (weight,) = ctx.saved_tensors
+        return (d @ weight if ctx.needs_input_grad[0] else None), None, None, None
+
+
+class _RecordedAffine(torch.autograd.Function):
+    """y = x ⊙ γ + β, recorded like :class:`_RecordedLinear`."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, record):
+        ctx.save_for_backward(weight)
+        ctx.record = record
+        return torch.addcmul(bias, x, weight)
+
+    @staticmethod
+    def backward(ctx, d):
+        ctx.record[1] = d
+        (weight,) = ctx.saved_tensors
+        return (d * weight if ctx.needs_input_grad[0] else None), None, None, None
+
+
+class RecordableLinear(nn.Linear):
+    """``nn.Linear`` (same parameters and state dict) that, while ``recorder`` is set, gives its input and output
+    gradient to the recorder instead of accumulating a weight gradient. ``recorder(x)`` returns the record
+    ``[x, None, ...]`` whose slot 1 receives the output gradient."""
+
+    recorder = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.recorder is None or not torch.is_grad_enabled():
+            return F.linear(x, self.weight, self.bias)
+        return _RecordedLinear.apply(x, self.weight, self.bias, self.recorder(x))
+
+
 class Affine(nn.Module):
-    """The learnable per-channel scale and shift of a normalisation layer."""
+    """The learnable per-channel scale and shift of a normalisation layer (recordable like
+    :class:`RecordableLinear`)."""
+
+    recorder = None
 
     def __init__(self, channels: int):
         super().__init__()
@@ -89,12 +138,15 @@ class Affine(nn.Module):
         self.bias = nn.Parameter(torch.zeros(channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * self.weight + self.bias
+        if self.recorder is None or not torch.is_grad_enabled():
+            return torch.addcmul(self.bias, x, self.weight)
+        return _RecordedAffine.apply(x, self.weight, self.bias, self.recorder(x))
 
 
 class MaskedBatchNorm(nn.Module):
     """BatchNorm over the last (channel) axis that counts valid entries only, so padded sequence steps shift neither
-    a batch's normalisation nor the running estimates evaluation uses. ``x``: (..., C), ``valid``: (...)."""
+    a batch's normalisation nor the running estimates evaluation uses. ``x``: (..., C), ``valid``: (...); without
+    ``valid`` every entry counts (PyTorch's fused kernel)."""
 
     def __init__(self, channels: int, momentum: float = 0.1, eps: float = 1e-5):
         super().__init__()
@@ -103,7 +155,12 @@ class MaskedBatchNorm(nn.Module):
         self.register_buffer("running_var", torch.ones(channels))
         self.affine = Affine(channels)
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor | None = None) -> torch.Tensor:
+        if valid is None:
+            flat = x.reshape(-1, x.shape[-1])
+            out = F.batch_norm(flat, self.running_mean, self.running_var, None, None, self.training, self.momentum,
+                               self.eps)
+            return self.affine(out.reshape(x.shape))
         if self.training:
             flat, w = x.reshape(-1, x.shape[-1]), valid.reshape(-1).to(x.dtype)
             n = w.sum().clamp(min=1)
@@ -116,3 +173,17 @@ class MaskedBatchNorm(nn.Module):
         else:
             mean, var = self.running_mean, self.running_var
         return self.affine((x - mean) / torch.sqrt(var + self.eps))
+
+
+def fast_dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    """Inverted dropout. On the CPU the keep mask is drawn from 15 random bits per element (keep probability exact to
+    1/32768) instead of PyTorch's Bernoulli sampler, which costs more than the matrix products around it at the sizes
+    DAAN's per-step layers see; on other devices (and in evaluation) it is ``F.dropout``."""
+    if not training or p == 0.0:
+        return x
+    if x.device.type != "cpu" or not 0.0 < p < 1.0:
+        return F.dropout(x, p, training)
+    n = x.numel()
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_().view(torch.int16)[:n].view(x.shape)
+    keep = torch.bitwise_and(bits, 0x7FFF) >= round(p * 32768)
+    return x * keep.to(x.dtype).mul_(1.0 / (1.0 - p))
