@@ -109,6 +109,10 @@ class GhostGrads:
             if d is not None:  # calls that did not reach the loss have no gradient
                 yield x, d, packed
 
+    def _check_split(self, x: torch.Tensor) -> None:
+        if x.shape[0] % self._n:
+            raise ValueError(f"CSGM: a call with batch {x.shape[0]} does not split into {self._n} samples")
+
     # ---------------------------------------------------------------------------------------------
     def _blocks(self, module: nn.Module) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(input, output gradient) blocks of shape (n_samples, steps, ·): every call of the module, split into
@@ -119,8 +123,7 @@ class GhostGrads:
                 x, d = packed.pad(x), packed.pad(d)
             elif x.dim() == 2:
                 x, d = x[:, None], d[:, None]
-            if x.shape[0] % self._n:
-                raise ValueError(f"CSGM: a call with batch {x.shape[0]} does not split into {self._n} samples")
+            self._check_split(x)
             blocks.extend(zip(x.split(self._n), d.split(self._n)))
         return blocks
 
@@ -134,8 +137,7 @@ class GhostGrads:
                 dx = d.new_zeros(self._n, d.shape[-1]).index_add_(0, sample, d * x)
                 dd = d.new_zeros(self._n, d.shape[-1]).index_add_(0, sample, d)
             else:
-                if x.shape[0] % self._n:
-                    raise ValueError(f"CSGM: a call with batch {x.shape[0]} does not split into {self._n} samples")
+                self._check_split(x)
                 rows = (d * x).reshape(x.shape[0], -1, x.shape[-1]).sum(1), d.reshape(d.shape[0], -1, d.shape[-1]).sum(1)
                 dx, dd = (r.reshape(-1, self._n, r.shape[-1]).sum(0) for r in rows)
             g_w, g_b = g_w + dx, g_b + dd

@@ -80,37 +80,25 @@ class PreNormTransformer(nn.Module):
         return x
 
 
-class _RecordedLinear(torch.autograd.Function):
-    """y = x Wᵀ + b whose backward hands the output gradient to ``record`` and computes the input gradient only: the
-    weight gradient is left to the recorder (CSGM builds a modulated one from the recorded activations)."""
+class _Recorded(torch.autograd.Function):
+    """y = x Wᵀ + b (``linear``) or y = x ⊙ γ + β whose backward hands the output gradient to ``record`` and computes
+    the input gradient only: the weight gradient is left to the recorder (CSGM builds a modulated one from the
+    recorded activations)."""
 
     @staticmethod
-    def forward(ctx, x, weight, bias, record):
+    def forward(ctx, x, weight, bias, record, linear):
         ctx.save_for_backward(weight)
-        ctx.record = record
-        return F.linear(x, weight, bias)
+        ctx.record, ctx.linear = record, linear
+        return F.linear(x, weight, bias) if linear else torch.addcmul(bias, x, weight)
 
     @staticmethod
     def backward(ctx, d):
         ctx.record[1] = d
         (weight,) = ctx.saved_tensors
-        return (d @ weight if ctx.needs_input_grad[0] else None), None, None, None
-
-
-class _RecordedAffine(torch.autograd.Function):
-    """y = x ⊙ γ + β, recorded like :class:`_RecordedLinear`."""
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, record):
-        ctx.save_for_backward(weight)
-        ctx.record = record
-        return torch.addcmul(bias, x, weight)
-
-    @staticmethod
-    def backward(ctx, d):
-        ctx.record[1] = d
-        (weight,) = ctx.saved_tensors
-        return (d * weight if ctx.needs_input_grad[0] else None), None, None, None
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = d @ weight if ctx.linear else d * weight
+        return grad_x, None, None, None, None
 
 
 class RecordableLinear(nn.Linear):
@@ -123,7 +111,7 @@ class RecordableLinear(nn.Linear):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.recorder is None or not torch.is_grad_enabled():
             return F.linear(x, self.weight, self.bias)
-        return _RecordedLinear.apply(x, self.weight, self.bias, self.recorder(x))
+        return _Recorded.apply(x, self.weight, self.bias, self.recorder(x), True)
 
 
 class Affine(nn.Module):
@@ -140,7 +128,7 @@ class Affine(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.recorder is None or not torch.is_grad_enabled():
             return torch.addcmul(self.bias, x, self.weight)
-        return _RecordedAffine.apply(x, self.weight, self.bias, self.recorder(x))
+        return _Recorded.apply(x, self.weight, self.bias, self.recorder(x), False)
 
 
 class MaskedBatchNorm(nn.Module):
