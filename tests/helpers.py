@@ -34,6 +34,13 @@ def parameters_without_gradient(model: torch.nn.Module) -> list[str]:
     return [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum() > 0]
 
 
+def first_and_last_loss(model, batch_at, steps: int, lr: float) -> tuple[float, float]:
+    """Train ``steps`` steps with Adam (``batch_at(step)`` gives each step's batch); the first and the last loss."""
+    opt = model.configure_optimizers(lr, 0.0)
+    losses = [float(model.train_step(batch_at(step), opt)["loss"]) for step in range(steps)]
+    return losses[0], losses[-1]
+
+
 def assert_evaluation_ignores_text(model, batch: Batch, mode: str = "video") -> None:
     """Embedding a video must not depend on its class text (shuffled text, same embedding)."""
     expected = model.embed_videos(batch.without_text())[mode]

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from helpers import first_and_last_loss
 from torch import nn
 
 from training.data.features import Batch
@@ -70,10 +71,7 @@ def test_overfits_a_tiny_batch():
     model = build_model("avgzslnet", dims, {"embed_hidden": 32, "text_hidden": 16, "decoder_hidden": 16,
                                             "embed_dropout": 0.0, "decoder_dropout": 0.0})
     model.set_training_classes(ids, text)
-    opt = model.configure_optimizers(0.01, 0.0)
-    first = float(model.train_step(batch(0), opt)["loss"])
-    for step in range(1, 300):
-        last = float(model.train_step(batch(step), opt)["loss"])
+    first, last = first_and_last_loss(model, batch, 300, lr=0.01)
     assert last < 0.3 * first
     model.eval()
     d = model.distances(model.embed_videos(batch(0).without_text()), model.embed_classes(text))

@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from helpers import first_and_last_loss
 
 from training.data.features import Batch
 from training.models import InputDims, build_model
@@ -125,10 +126,7 @@ def test_overfits_a_tiny_batch(name):
     batch, ids, text = _toy(seed=1)
     model = _model(name)
     model.set_training_classes(ids, text)
-    opt = model.configure_optimizers(0.05, 0.0)
-    first = float(model.train_step(batch, opt)["loss"])
-    for _ in range(150):
-        last = float(model.train_step(batch, opt)["loss"])
+    first, last = first_and_last_loss(model, lambda _: batch, 151, lr=0.05)
     assert last < 0.1 * first
     model.eval()
     d = model.distances(model.embed_videos(batch.without_text()), model.embed_classes(text))["both"]

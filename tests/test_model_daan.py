@@ -3,6 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import first_and_last_loss
 
 from training.data.features import Batch
 from training.models import MODELS, InputDims, build_model
@@ -288,10 +289,7 @@ def test_model_overfits_eight_samples(name):
     pos.neg = Batch(**{k: getattr(pos, k)[perm] for k in ("audio", "video", "label", "text", "audio_seq",
                                                            "audio_pad", "video_seq", "video_pad")})
     model = build_model(name, InputDims(12, 12, 10), {**SMALL, **NO_DROPOUT, "noise": 0.0})
-    opt = model.configure_optimizers(3e-3, 0.0)
-    first = float(model.train_step(pos, opt)["loss"])
-    for _ in range(250):
-        last = float(model.train_step(pos, opt)["loss"])
+    first, last = first_and_last_loss(model, lambda _: pos, 251, lr=3e-3)
     model.eval()
     with torch.no_grad():
         d = model.distances(model.embed_videos(pos.without_text()), model.embed_classes(text))["video"]
