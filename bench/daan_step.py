@@ -1,13 +1,17 @@
 """DAAN's training step against AVCA's, on the same batch and machine.
 
 One batch of a UCF-size synthetic dataset (bench/train_throughput.py; 512-d features, 3-12 steps per video, batch
-256, negatives drawn as in training), UCF hyper-parameters for both models. Reports the median step time of AVCA,
-DAAN, and DAAN without CSGM (the Base + QDMA variant), the ratio DAAN / AVCA, and CSGM's share of DAAN's step: the
-time spent in CSGM's modulation (per-sample norms, rates, the modulated gradient and its noise) over the step time.
-With CSGM the backward pass skips the QDMA parts' ordinary weight gradients (CSGM writes them), so DAAN's step can be
-as fast as Base + QDMA's.
+256, negatives drawn as in training), UCF hyper-parameters for every model. Reports the median step time of AVCA,
+DAAN, DAAN without QDMA and CSGM (the Base variant) and without CSGM (Base + QDMA), the ratio DAAN / AVCA, and
+CSGM's share of DAAN's step: the time spent in CSGM's modulation (per-sample norms, rates, the modulated gradient
+and its noise) over the step time. With CSGM the backward pass skips the QDMA parts' ordinary weight gradients
+(CSGM writes them), so DAAN's step can be as fast as Base + QDMA's.
+
+``--precision bf16`` runs every model's whole step under bf16 autocast (matrix products in bf16, AMX on recent Xeons,
+tensor cores on GPUs), to show how much of the gap is arithmetic: the project trains in fp32.
 
     python bench/daan_step.py --device cpu
+    python bench/daan_step.py --device cpu --precision bf16
     python bench/daan_step.py --device cuda
 """
 
@@ -50,7 +54,7 @@ class _Timed:
 
 
 def step_times(model_name: str, paths: dict, device: str, batch_size: int, repeats: int, seed: int = 0,
-               timed: _Timed | None = None) -> list[float]:
+               timed: _Timed | None = None, precision: str = "fp32") -> list[float]:
     hp = resolve_hparams(model_name, "ucf", "main")
     cfg = RunConfig(model=model_name, seed=seed, train=TrainConfig.from_dict({**hp["train"], "batch_size": batch_size}),
                     model_params=hp["model"], device=device, **paths)
@@ -64,11 +68,13 @@ def step_times(model_name: str, paths: dict, device: str, batch_size: int, repea
     pos = sampler.epoch()[0]
     batch = data.batch(pos, sampler.negatives(pos), generator=torch.Generator(device=dev).manual_seed(1))
     model.train()
+    autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     times = []
     for i in range(repeats + 3):
         _sync(dev)
         t0 = time.perf_counter()
-        model.train_step(batch, opt)
+        with autocast:
+            model.train_step(batch, opt)
         _sync(dev)
         if i >= 3:  # warm-up
             times.append(time.perf_counter() - t0)
@@ -77,12 +83,28 @@ def step_times(model_name: str, paths: dict, device: str, batch_size: int, repea
     return times
 
 
+def matmul_gflops(dev: torch.device, dtype: torch.dtype, repeats: int = 20) -> float:
+    """Throughput of a 6144x512 @ 512x512 product (QDMA's W_V at batch 512, 12 steps): the machine's practical peak
+    for the products DAAN's step is made of."""
+    a = torch.randn(6144, 512, device=dev, dtype=dtype)
+    b = torch.randn(512, 512, device=dev, dtype=dtype)
+    for _ in range(3):
+        a @ b
+    _sync(dev)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    _sync(dev)
+    return 2 * 6144 * 512 * 512 * repeats / (time.perf_counter() - t0) / 1e9
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="auto")
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--data", help="reuse a synthetic dataset folder")
+    ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: whole step under autocast")
     args = ap.parse_args()
     print(f"# machine: {machine()}")
     timed = _Timed(daan_module.modulate, resolve_device(args.device))
@@ -91,18 +113,21 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             paths = dataset_paths(Path(args.data or tmp))
             med = {m: statistics.median(step_times(m, paths, args.device, args.batch_size, args.repeats,
-                                                   timed=timed if m == "daan" else None))
-                   for m in ("avca", "daan_qdma", "daan")}
+                                                   timed=timed if m == "daan" else None, precision=args.precision))
+                   for m in ("avca", "daan_base", "daan_qdma", "daan")}
     finally:
         daan_module.modulate = timed.fn
     csgm = statistics.median(timed.seconds)
     print(json.dumps({
-        "device": str(resolve_device(args.device)), "batch_size": args.batch_size,
+        "device": str(resolve_device(args.device)), "batch_size": args.batch_size, "precision": args.precision,
         "avca_ms": round(1000 * med["avca"], 2), "daan_ms": round(1000 * med["daan"], 2),
+        "daan_base_ms": round(1000 * med["daan_base"], 2),
         "daan_without_csgm_ms": round(1000 * med["daan_qdma"], 2),
         "daan_over_avca": round(med["daan"] / med["avca"], 3),
         "csgm_ms": round(1000 * csgm, 2),
         "csgm_share_of_daan_step": round(csgm / med["daan"], 3),
+        "matmul_gflops": round(matmul_gflops(resolve_device(args.device),
+                                             torch.bfloat16 if args.precision == "bf16" else torch.float32)),
     }))
 
 
