@@ -10,9 +10,9 @@ and its noise) over the step time. With CSGM the backward pass skips the QDMA pa
 ``--precision bf16`` runs every model's whole step under bf16 autocast (matrix products in bf16, AMX on recent Xeons,
 tensor cores on GPUs), to show how much of the gap is arithmetic: the project trains in fp32.
 
-    python bench/daan_step.py --device cpu
-    python bench/daan_step.py --device cpu --precision bf16
-    python bench/daan_step.py --device cuda
+    python -m bench.daan_step --device cpu
+    python -m bench.daan_step --device cpu --precision bf16
+    python -m bench.daan_step --device cuda
 """
 
 from __future__ import annotations
@@ -107,7 +107,8 @@ def main() -> None:
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: whole step under autocast")
     args = ap.parse_args()
     print(f"# machine: {machine()}")
-    timed = _Timed(daan_module.modulate, resolve_device(args.device))
+    dev = resolve_device(args.device)
+    timed = _Timed(daan_module.modulate, dev)
     daan_module.modulate = timed
     try:
         with tempfile.TemporaryDirectory() as tmp:
@@ -119,15 +120,14 @@ def main() -> None:
         daan_module.modulate = timed.fn
     csgm = statistics.median(timed.seconds)
     print(json.dumps({
-        "device": str(resolve_device(args.device)), "batch_size": args.batch_size, "precision": args.precision,
+        "device": str(dev), "batch_size": args.batch_size, "precision": args.precision,
         "avca_ms": round(1000 * med["avca"], 2), "daan_ms": round(1000 * med["daan"], 2),
         "daan_base_ms": round(1000 * med["daan_base"], 2),
         "daan_without_csgm_ms": round(1000 * med["daan_qdma"], 2),
         "daan_over_avca": round(med["daan"] / med["avca"], 3),
         "csgm_ms": round(1000 * csgm, 2),
         "csgm_share_of_daan_step": round(csgm / med["daan"], 3),
-        "matmul_gflops": round(matmul_gflops(resolve_device(args.device),
-                                             torch.bfloat16 if args.precision == "bf16" else torch.float32)),
+        "matmul_gflops": round(matmul_gflops(dev, torch.bfloat16 if args.precision == "bf16" else torch.float32)),
     }))
 
 
