@@ -27,15 +27,10 @@ from pathlib import Path
 import torch
 
 import training.models.daan as daan_module
-from bench.train_throughput import dataset_paths, machine
+from bench.train_throughput import dataset_paths, machine, sync
 from training.config import RunConfig, TrainConfig, resolve_hparams
 from training.data.sampler import ClassBalancedSampler
 from training.engine import build_for_data, load_data, resolve_device
-
-
-def _sync(dev: torch.device) -> None:
-    if dev.type == "cuda":
-        torch.cuda.synchronize(dev)
 
 
 class _Timed:
@@ -45,10 +40,10 @@ class _Timed:
         self.fn, self.dev, self.seconds = fn, dev, []
 
     def __call__(self, *args, **kwargs):
-        _sync(self.dev)
+        sync(self.dev)
         t0 = time.perf_counter()
         out = self.fn(*args, **kwargs)
-        _sync(self.dev)
+        sync(self.dev)
         self.seconds.append(time.perf_counter() - t0)
         return out
 
@@ -71,11 +66,11 @@ def step_times(model_name: str, paths: dict, device: str, batch_size: int, repea
     autocast = torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16")
     times = []
     for i in range(repeats + 3):
-        _sync(dev)
+        sync(dev)
         t0 = time.perf_counter()
         with autocast:
             model.train_step(batch, opt)
-        _sync(dev)
+        sync(dev)
         if i >= 3:  # warm-up
             times.append(time.perf_counter() - t0)
         elif timed is not None:
@@ -90,11 +85,11 @@ def matmul_gflops(dev: torch.device, dtype: torch.dtype, repeats: int = 20) -> f
     b = torch.randn(512, 512, device=dev, dtype=dtype)
     for _ in range(3):
         a @ b
-    _sync(dev)
+    sync(dev)
     t0 = time.perf_counter()
     for _ in range(repeats):
         a @ b
-    _sync(dev)
+    sync(dev)
     return 2 * 6144 * 512 * 512 * repeats / (time.perf_counter() - t0) / 1e9
 
 

@@ -76,7 +76,7 @@ def dataset_paths(folder: Path) -> dict:
     return make_ucf_like(folder)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -100,23 +100,23 @@ def time_epoch(model_name: str, paths: dict, device: str, batches: int, batch_si
         pos = sampler.epoch()[0]
         model.train_step(data.batch(pos, sampler.negatives(pos) if model.needs_negatives else None,
                                     generator=gen), optimizers)
-    _sync(dev)
+    sync(dev)
     step_time = 0.0
     t0 = time.perf_counter()
     pos = sampler.epoch()
     neg = sampler.negatives(pos) if model.needs_negatives else None
     for b in range(batches):
         batch = data.batch(pos[b], None if neg is None else neg[b], generator=gen)
-        _sync(dev)
+        sync(dev)
         s = time.perf_counter()
         model.train_step(batch, optimizers)
-        _sync(dev)
+        sync(dev)
         step_time += time.perf_counter() - s
-    _sync(dev)
+    sync(dev)
     train_time = time.perf_counter() - t0
     s = time.perf_counter()
     evaluate_split(model, data, data.val, cfg)
-    _sync(dev)
+    sync(dev)
     val_time = time.perf_counter() - s
     scale = 500 / batches
     return {"model": model_name, "device": str(dev), "batch_size": cfg.train.batch_size, "timed_batches": batches,
