@@ -40,6 +40,21 @@ class ExtractOptions:
     max_seconds: float | None = None
     progress: bool = True
 
+    def __post_init__(self):
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ExtractionError(f"max_seconds must be a positive number of seconds or unset, got {self.max_seconds}")
+        for name in ("batch_windows", "videos_per_load", "chunk_videos"):
+            if getattr(self, name) < 1:
+                raise ExtractionError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.workers < 0:
+            raise ExtractionError(f"workers must be 0 or more, got {self.workers}")
+        if self.precision not in ("fp32", "bf16"):
+            raise ExtractionError(f"precision must be fp32 or bf16, got {self.precision!r}")
+
+
+class ExtractionError(ValueError):
+    pass
+
 
 def feature_spec(backbone: Backbone, decoder: str, max_seconds: float | None) -> StoreSpec:
     cfg = {**backbone.config(), "decoder": decoder, "max_seconds": max_seconds}
@@ -93,13 +108,21 @@ def extract_shard(manifest: str | Path, shard: int, n_shards: int, backbone_name
     t0 = time.time()
     _run(manifest, todo, backbone, spec, partial, device, opts)
     chunks = sorted(partial.glob("chunk_*.h5")) if partial.exists() else []
+    n_ok = sum(len(FeatureStore(c)) for c in chunks)
+    if rows and n_ok == 0:
+        # nothing usable: a systematic problem (paths, codecs, settings), not bad media; keep nothing, so that the
+        # rerun after the fix tries every video again
+        failures = [f for c in chunks for f in FeatureStore(c).failures()]
+        shutil.rmtree(partial, ignore_errors=True)
+        first = f"{failures[0][0]}: {failures[0][1]}" if failures else "no reason recorded"
+        raise ExtractionError(f"every one of the {len(rows)} videos of shard {shard} of {manifest} failed (first: "
+                              f"{first}); nothing was written. Check the media files and the extraction settings, "
+                              "then rerun")
     if chunks:
         merge_stores(chunks, out)
     else:
         write_store(out, spec, [])
     stats = _summary(FeatureStore(out), len(rows), time.time() - t0)
-    if rows and stats["videos"] == 0:
-        raise RuntimeError(f"every video of shard {shard} failed; first reason: {stats['failure_examples'][:1]}")
     shutil.rmtree(partial, ignore_errors=True)
     log.info("shard %d done: %d ok, %d failed (%.1fs)", shard, stats["videos"], stats["failed"], stats["seconds"])
     return stats

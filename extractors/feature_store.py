@@ -17,6 +17,7 @@ Sequences are ragged and stored flat so that a VGGSound-size store loads with a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterable, Sequence
@@ -26,7 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from extractors.io import atomic_path, code_version
+from extractors.io import atomic_path, code_version, quarantine
 
 FORMAT = "avzsl-features"
 FORMAT_VERSION = 1
@@ -147,7 +148,7 @@ class FeatureStore:
         self.path = Path(path)
         if not self.path.exists():
             raise FeatureStoreError(f"feature store not found: {self.path}")
-        with h5py.File(self.path, "r") as f:
+        with self._open() as f:
             if f.attrs.get("format") != FORMAT:
                 raise FeatureStoreError(f"{self.path} is not an avzsl feature store")
             version = int(f.attrs["format_version"])
@@ -160,9 +161,36 @@ class FeatureStore:
             self.step_seconds = {m: float(f[m].attrs["step_seconds"]) for m in MODALITIES}
             self._offsets = {m: f[f"{m}/offsets"][()] for m in MODALITIES if f"{m}/offsets" in f}
             self._failures = _read_failures(f)
-        self.has_sequences = bool(self.attrs.get("has_sequences", False))
+            self.has_sequences = bool(self.attrs.get("has_sequences", False))
+            self._check_structure(f)
         self.config_hash = str(self.attrs.get("config_hash", ""))
         self._row = {vid: i for i, vid in enumerate(self.ids)}
+
+    @contextlib.contextmanager
+    def _open(self):
+        """Open for reading; a file that HDF5 cannot read (cut off mid-write, overwritten, not HDF5 at all) or that
+        lacks the layout's datasets is damaged: moved aside, with one message saying so."""
+        try:
+            with h5py.File(self.path, "r") as f:
+                yield f
+        except FeatureStoreError:
+            raise
+        except (OSError, KeyError) as e:
+            raise quarantine(self.path, f"not a readable feature store: {str(e).splitlines()[0]}") from None
+
+    def _check_structure(self, f: h5py.File) -> None:
+        n = len(self.ids)
+        problems = [f"{m}/mean has {f[f'{m}/mean'].shape[0]} rows for {n} videos" for m in MODALITIES
+                    if f[f"{m}/mean"].shape != (n, self.dims[m])]
+        if len(self.labels) != n:
+            problems.append(f"{len(self.labels)} labels for {n} videos")
+        if self.has_sequences:
+            for m in MODALITIES:
+                off = self._offsets.get(m)
+                if off is None or len(off) != n + 1 or int(off[-1]) != f[f"{m}/seq"].shape[0]:
+                    problems.append(f"{m} offsets do not match {m}/seq")
+        if problems:
+            raise quarantine(self.path, "; ".join(problems))
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -172,7 +200,7 @@ class FeatureStore:
         return np.array([self._row.get(v, -1) for v in video_ids], dtype=np.int64)
 
     def means(self, modality: str, rows: np.ndarray | None = None) -> np.ndarray:
-        with h5py.File(self.path, "r") as f:
+        with self._open() as f:
             data = f[f"{modality}/mean"][()]
         return data if rows is None else data[rows]
 
@@ -188,7 +216,7 @@ class FeatureStore:
         off = self._offsets.get(modality)
         if not self.has_sequences or off is None:
             raise FeatureStoreError(f"{self.path} holds no per-step sequences (extractor {self.attrs.get('extractor')})")
-        with h5py.File(self.path, "r") as f:
+        with self._open() as f:
             seq = f[f"{modality}/seq"][()]
         starts, ends = off[rows], off[np.asarray(rows) + 1]
         lengths = ends - starts
@@ -202,7 +230,7 @@ class FeatureStore:
         return list(self._failures)
 
     def iter_videos(self) -> Iterable[VideoFeatures]:
-        with h5py.File(self.path, "r") as f:
+        with self._open() as f:
             means = {m: f[f"{m}/mean"][()] for m in MODALITIES}
             seqs = {m: f[f"{m}/seq"][()] for m in MODALITIES} if self.has_sequences else None
         for i, (vid, label) in enumerate(zip(self.ids, self.labels)):

@@ -28,10 +28,38 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp creates 0600; a finished output gets what the user's umask gives any new file, so that
+        # collaborators on a shared filesystem can read results
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+class DamagedFileError(ValueError):
+    """A stored artefact failed its integrity check; it has been moved aside so that the next run rebuilds it."""
+
+
+def quarantine(path: str | os.PathLike, reason: str) -> DamagedFileError:
+    """Move a damaged output aside (``<name>.damaged``, never deleted) and return the error to raise: Snakemake then
+    sees the output missing and rebuilds it on the next run."""
+    path = Path(path)
+    aside = path.with_name(path.name + ".damaged")
+    try:
+        os.replace(path, aside)
+        moved = f"moved it to {aside.name} so that the next run rebuilds it: rerun snakemake (or the command that wrote it)"
+    except OSError as e:
+        moved = f"could not move it aside ({e.strerror}): delete it and rerun"
+    reason = " ".join(str(reason).split())
+    return DamagedFileError(f"{path} is damaged ({reason}); {moved}")
+
+
+def _umask() -> int:
+    # os.umask can only be read by setting it; restore it at once
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
@@ -60,6 +88,23 @@ def config_hash(obj: Any, length: int = 12) -> str:
     return hashlib.sha256(canonical_json(obj).encode()).hexdigest()[:length]
 
 
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes: the content identity of an input (cached per path, size and modification time)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input not found: {path} (rerun snakemake, or the command that writes it)")
+    st = path.stat()
+    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if key not in _DIGESTS:
+        h = hashlib.sha256()
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 22), b""):
+                h.update(block)
+        _DIGESTS[key] = h.hexdigest()
+    return _DIGESTS[key]
+
+
+_DIGESTS: dict[tuple, str] = {}
 _CODE_VERSION: str | None = None
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from extractors.io import atomic_path, code_version
+from extractors.io import atomic_path, code_version, quarantine
 
 FORMAT = "avzsl-text"
 FORMAT_VERSION = 1
@@ -53,13 +53,18 @@ class TextEmbeddings:
         self.path = Path(path)
         if not self.path.exists():
             raise TextStoreError(f"text embeddings not found: {self.path}")
-        with h5py.File(self.path, "r") as f:
-            if f.attrs.get("format") != FORMAT:
-                raise TextStoreError(f"{self.path} is not an avzsl text embedding file")
-            self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
-            self.names = [_s(x) for x in f["names"][()]]
-            self.texts = [_s(x) for x in f["texts"][()]]
-            self.vectors = f["vectors"][()]
+        try:
+            with h5py.File(self.path, "r") as f:
+                if f.attrs.get("format") != FORMAT:
+                    raise TextStoreError(f"{self.path} is not an avzsl text embedding file")
+                self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in f.attrs.items()}
+                self.names = [_s(x) for x in f["names"][()]]
+                self.texts = [_s(x) for x in f["texts"][()]]
+                self.vectors = f["vectors"][()]
+        except (OSError, KeyError) as e:
+            raise quarantine(self.path, f"not a readable text store: {str(e).splitlines()[0]}") from None
+        if self.vectors.ndim != 2 or len(self.vectors) != len(self.names):
+            raise quarantine(self.path, f"{len(self.names)} names for vectors of shape {self.vectors.shape}")
         self._row = {n: i for i, n in enumerate(self.names)}
 
     @property

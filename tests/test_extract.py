@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import extractors.extract as ex
-from extractors.extract import ExtractOptions, extract_shard
+from extractors.extract import ExtractionError, ExtractOptions, extract_shard
 from extractors.feature_store import FeatureStore, merge_stores
 from extractors.sources.demo import DemoSpec, generate
 from extractors.sources.manifest import ManifestRow, read_manifest, write_manifest
@@ -99,5 +99,6 @@ def test_resume_keeps_committed_chunks(small_manifest, tmp_path, monkeypatch):
 def test_a_shard_where_everything_fails_is_an_error(tmp_path):
     (tmp_path / "bad.mp4").write_bytes(b"not a video")
     write_manifest(tmp_path / "m.csv", [ManifestRow("bad", "bad.mp4", "c")])
-    with pytest.raises(RuntimeError, match="every video"):
+    with pytest.raises(ExtractionError, match="every one of the 1 videos"):
         extract_shard(tmp_path / "m.csv", 0, 1, "handcrafted", {}, tmp_path / "o.h5", OPTS)
+    assert not (tmp_path / "o.h5").exists()

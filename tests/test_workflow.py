@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO
+
+from extractors.feature_store import FeatureStore
 
 TINY = {
     "active_datasets": ["demo"],
@@ -28,9 +31,13 @@ TINY = {
 }
 
 
+UMASK = 0o027  # not the usual 022, so that the test sees the umask at work
+
+
 def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2", *args]
-    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=1200)
+    proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=1200,
+                          preexec_fn=lambda: os.umask(UMASK))
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -51,7 +58,7 @@ def planned_jobs(dry_run_output: str) -> dict[str, int]:
 
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
-    wd = workdir_with(tmp_path_factory.mktemp("wf"), TINY)
+    wd = workdir_with(tmp_path_factory.mktemp("wf") / "a work dir", TINY)
     proc = snakemake(wd)
     return wd, proc
 
@@ -72,6 +79,60 @@ def test_demo_dag_produces_the_results_table(demo_run):
     assert (run / "stage1" / "config.yaml").exists() and (run / "stage1" / "log.jsonl").exists()
     for log in ("logs/demo_videos/demo.log", "logs/train_stage1/demo/handcrafted/avca/seed1.log"):
         assert (wd / log).exists()
+
+
+def test_every_file_the_pipeline_writes_has_the_umask_permissions(demo_run):
+    wd, _ = demo_run
+    written = [p for top in ("resources", "results", "logs", "benchmarks") for p in (wd / top).rglob("*")
+               if p.is_file()]
+    assert len(written) > 50
+    wrong = {str(p.relative_to(wd)): oct(p.stat().st_mode & 0o777) for p in written
+             if p.stat().st_mode & 0o777 != 0o666 & ~UMASK}
+    assert wrong == {}
+
+
+def _copy_run(demo_run, tmp_path) -> Path:
+    wd, _ = demo_run
+    copy = tmp_path / "copy"
+    shutil.copytree(wd, copy, symlinks=True)
+    return copy
+
+
+def test_a_changed_extractor_parameter_retrains_from_scratch_through_the_dag(demo_run, tmp_path):
+    """Snakemake re-runs training after an extractor change; the jobs must not resume the old checkpoints."""
+    wd = _copy_run(demo_run, tmp_path)
+    runs = wd / "results" / "runs" / "demo" / "handcrafted" / "avca"
+    old = {(s, st): (runs / f"seed{s}" / f"stage{st}" / "log.jsonl").read_text() for s in (1, 2) for st in (1, 2)}
+    cfg = yaml.safe_load((wd / "config" / "config.yaml").read_text())
+    cfg["feature_sets"]["handcrafted"]["params"] = {"frames_per_window": 6}
+    (wd / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    snakemake(wd)
+    for seed in ("1", "2"):
+        for stage in (1, 2):
+            log = (wd / "logs" / f"train_stage{stage}" / "demo" / "handcrafted" / "avca" / f"seed{seed}.log").read_text()
+            assert "discarding checkpoint" in log and "features" in log.split("discarding checkpoint")[1].split("\n")[0]
+            assert "resuming" not in log
+    for (seed, stage), text in old.items():  # trained anew on the new features: other losses in every epoch
+        new = (runs / f"seed{seed}" / f"stage{stage}" / "log.jsonl").read_text()
+        assert [json.loads(x)["loss"] for x in new.splitlines()] != [json.loads(x)["loss"] for x in text.splitlines()]
+
+
+def test_a_truncated_feature_store_is_rebuilt_by_the_next_run(demo_run, tmp_path):
+    wd = _copy_run(demo_run, tmp_path)
+    shutil.rmtree(wd / "results" / "runs")  # training has not run yet
+    for table in (wd / "results").glob("summary.*"):
+        table.unlink()
+    store = wd / "results" / "features" / "demo" / "handcrafted" / "features.h5"
+    data = store.read_bytes()
+    store.write_bytes(data[: len(data) // 3])
+    proc = snakemake(wd, check=False)
+    assert proc.returncode != 0
+    assert re.search(r"avzsl train: error: results/features/demo/handcrafted/features\.h5 is damaged \(not a "
+                     r"readable feature store: .*\); moved it to features\.h5\.damaged", proc.stdout + proc.stderr)
+    assert "Traceback" not in proc.stdout + proc.stderr
+    snakemake(wd)  # nothing deleted by hand
+    assert len(FeatureStore(store)) > 0
+    assert (wd / "results" / "summary.csv").exists()
 
 
 def test_second_run_does_nothing(demo_run):
@@ -119,6 +180,15 @@ def _bad(tmp_path, mutate) -> subprocess.CompletedProcess:
     (lambda c: c["datasets"].update(ucf={"source": "released_avca", "feature_sets": ["main"],
                                          "released_avca": {"root": "/nonexistent/avca", "dataset": "UCF"}})
      or c.update(active_datasets=["ucf"]), r"released_avca\.root: feature root not found: /nonexistent/avca"),
+    (lambda c: c["training"]["overrides"]["train"].update(lr="fast"),
+     r"avca train settings\.lr must be a positive number, got 'fast'"),
+    (lambda c: c["training"]["overrides"]["train"].update(epochs=True),
+     r"avca train settings\.epochs must be a positive integer, got True"),
+    (lambda c: c["training"]["overrides"].update(model={"margin": "wide"}), r"avca model .*\.margin must be a number"),
+    (lambda c: c["extract"].update(max_seconds=0), r"extract\.max_seconds: 0 is less than or equal to the minimum of 0"),
+    (lambda c: c["datasets"]["demo"]["splits"].update(n_val_unseen=4, n_test_unseen=4),
+     r"datasets\.demo\.splits: 8 unseen classes \(n_val_unseen \+ n_test_unseen\) out of 9 leave 1 seen; at least "
+     r"two are needed"),
 ])
 def test_bad_configuration_stops_with_one_clear_message(tmp_path, mutate, message):
     proc = _bad(tmp_path, mutate)
@@ -137,16 +207,42 @@ def test_overlapping_official_split_stops_before_anything_runs(shared_splits, tm
                      r"\['Archery'\]", proc.stderr), proc.stderr[-2000:]
 
 
-def test_released_feature_tree_trains_and_evaluates_through_the_dag(shared_splits, tmp_path):
+def test_an_empty_test_unseen_csv_stops_before_anything_runs(shared_splits, tmp_path):
+    src = shared_splits / "avgzsl_benchmark_datasets" / "UCF" / "class-split"
+    split = tmp_path / "split"
+    shutil.copytree(src / "main_split", split)
+    shutil.copy(src / "all_class.txt", split)
+    (split / "stage_2_test_unseen.csv").write_text("filename,label\n")
+    proc = _bad(tmp_path / "wd", lambda c: c["datasets"]["demo"]["splits"].update(official_dir=str(split)))
+    assert re.search(r"split error in .*split: stage_2_test_unseen has no videos", proc.stderr), proc.stderr[-2000:]
+
+
+def test_a_missing_text_npy_stops_before_anything_runs(shared_splits, tmp_path):
     from avca_tree import fabricate_tree
 
-    tree = fabricate_tree(shared_splits, tmp_path / "tree", "UCF", dims={"main": (32, 32), "cls": (16, 64)})
+    tree = fabricate_tree(shared_splits, tmp_path / "tree", "UCF", feature_sets=("main",), dims={"main": (8, 8)})
+    proc = _bad(tmp_path / "wd", lambda c: c["datasets"].update(ucf={
+        "source": "released_avca", "feature_sets": ["main"],
+        "released_avca": {"root": str(tree), "dataset": "UCF", "text_npy": str(tmp_path / "no such.npy")}})
+        or c.update(active_datasets=["ucf"]))
+    assert re.search(r"datasets\.ucf\.released_avca\.text_npy: file not found: .*no such\.npy", proc.stderr)
+
+
+def test_released_feature_tree_trains_and_evaluates_through_the_dag(shared_splits, tmp_path):
+    """Also: every path the configuration names, and the working directory, contain spaces."""
+    from avca_tree import fabricate_tree
+
+    tree = fabricate_tree(shared_splits, tmp_path / "released tree", "UCF", dims={"main": (32, 32), "cls": (16, 64)})
+    npy = next((tree / "UCF" / "features" / "main_features" / "text").glob("*.npy"))
+    text_npy = tmp_path / "my text" / "word vectors.npy"
+    text_npy.parent.mkdir()
+    shutil.copy(npy, text_npy)
     cfg = {"active_datasets": ["ucf"],
            "datasets": {"ucf": {"source": "released_avca", "hparams": "ucf", "feature_sets": ["main", "cls"],
-                                "released_avca": {"root": str(tree), "dataset": "UCF"}}},
+                                "released_avca": {"root": str(tree), "dataset": "UCF", "text_npy": str(text_npy)}}},
            "models": ["avca"], "seeds": [42],
            "training": {"device": "cpu", "overrides": {"train": {"epochs": 2, "n_batches": 3, "batch_size": 32}}}}
-    wd = workdir_with(tmp_path / "wd", cfg)
+    wd = workdir_with(tmp_path / "work dir", cfg)
     snakemake(wd)
     rows = {r["feature_set"]: r for r in csv.DictReader(open(wd / "results" / "summary.csv"))}
     assert set(rows) == {"main", "cls"}

@@ -144,7 +144,7 @@ def cmd_train(a):
 
     cfg = _run_config(a)
     selection = json.loads(Path(a.selection).read_text()) if a.selection else None
-    result = train_stage(cfg, a.stage, a.run_dir, selection, progress=not a.quiet)
+    result = train_stage(cfg, a.stage, a.run_dir, selection, progress=not a.quiet, mem_mb=a.mem_mb)
     if a.out and a.stage == 1:
         write_json_atomic(a.out, result)
 
@@ -270,6 +270,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--run-dir", required=True)
     p.add_argument("--selection", help="stage-1 selection.json (stage 2)")
     p.add_argument("--out", help="where stage 1 writes its selection")
+    p.add_argument("--mem-mb", type=int, default=None,
+                   help="the job's memory budget in MB: stop before training when the estimate exceeds it")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="test a stage-2 model")
@@ -309,9 +311,10 @@ def main(argv: list[str] | None = None) -> None:
                         datefmt="%H:%M:%S", stream=sys.stderr)
     try:
         args.func(args)
-    except (ValueError, FileNotFoundError, KeyError) as e:
-        logging.getLogger("avzsl").error("%s", e)
-        raise SystemExit(f"avzsl {args.command}: {e}") from None
+    except (ValueError, OSError, KeyError) as e:
+        # expected failures (bad input, a damaged or missing file, a budget that cannot fit): one line, no traceback
+        message = " ".join(str(e).split()) or type(e).__name__
+        raise SystemExit(f"avzsl {args.command}: error: {message}") from None
 
 
 if __name__ == "__main__":

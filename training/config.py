@@ -57,9 +57,51 @@ class TrainConfig:
         if cfg.scheduler not in ("plateau", "none"):
             raise ConfigError(f"{where}.scheduler must be 'plateau' or 'none', got {cfg.scheduler!r}")
         for name in ("epochs", "n_batches", "batch_size", "beta_steps", "eval_batch_size"):
-            if not isinstance(getattr(cfg, name), int) or getattr(cfg, name) < 1:
-                raise ConfigError(f"{where}.{name} must be a positive integer, got {getattr(cfg, name)!r}")
+            _require(_is_int(getattr(cfg, name)) and getattr(cfg, name) >= 1, where, name, "a positive integer",
+                     getattr(cfg, name))
+        _require(_is_int(cfg.patience) and cfg.patience >= 0, where, "patience", "a non-negative integer",
+                 cfg.patience)
+        for name in ("max_steps", "eval_max_steps"):
+            v = getattr(cfg, name)
+            _require(v is None or (_is_int(v) and v >= 1), where, name, "a positive integer or null", v)
+        _require(_is_number(cfg.lr) and cfg.lr > 0, where, "lr", "a positive number", cfg.lr)
+        _require(_is_number(cfg.weight_decay) and cfg.weight_decay >= 0, where, "weight_decay",
+                 "a non-negative number", cfg.weight_decay)
+        _require(_is_number(cfg.factor) and 0 < cfg.factor < 1, where, "factor", "a number between 0 and 1",
+                 cfg.factor)
+        for name in ("beta_min", "beta_max"):
+            _require(_is_number(getattr(cfg, name)), where, name, "a number", getattr(cfg, name))
+        _require(cfg.beta_min <= cfg.beta_max, where, "beta_max", f"at least beta_min ({cfg.beta_min})",
+                 cfg.beta_max)
         return cfg
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)  # YAML's true is an int to Python, not to a user
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _require(ok: bool, where: str, name: str, what: str, value) -> None:
+    if not ok:
+        raise ConfigError(f"{where}.{name} must be {what}, got {value!r}")
+
+
+def check_hparam_types(declared: dict, given: dict, where: str) -> None:
+    """Each given hyper-parameter has the kind of its declared default: a number for a number (never a boolean), a
+    boolean for a boolean, a string for a string, a list for a list. Defaults of None accept anything."""
+    kinds = ((bool, lambda v: isinstance(v, bool), "true or false"),
+             ((int, float), _is_number, "a number"),
+             (str, lambda v: isinstance(v, str), "a string"),
+             ((list, tuple), lambda v: isinstance(v, (list, tuple)), "a list"))
+    for name, value in given.items():
+        default = declared.get(name)
+        for types, accepts, what in kinds:
+            if isinstance(default, types):
+                _require(accepts(value), where, name, what, value)
+                break
 
 
 @dataclass

@@ -5,8 +5,10 @@ stacking) and scores HM; the epoch with the best validation HM and its β are th
 scratch on train + val for exactly ``best_epoch + 1`` epochs (the same 0-based epoch index the reference loads) and is
 evaluated once, on the test split, with the selected β.
 
-A run directory holds ``config.yaml`` (the resolved configuration, seed, git SHA, code version), ``log.jsonl`` (one
-line per epoch) and ``checkpoint.pt`` (everything needed to resume after an interruption, RNG states included).
+A run directory holds ``config.yaml`` (the resolved configuration, seed, git SHA, code version and the content
+identity of every input), ``log.jsonl`` (one line per epoch) and ``checkpoint.pt`` (everything needed to resume after
+an interruption, RNG states included). A checkpoint is resumed only when it was made from exactly the same inputs:
+the same configuration, code version, feature, split and text contents and, in stage 2, the same stage-1 selection.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from pathlib import Path
 import torch
 import yaml
 
-from extractors.io import atomic_path, code_version, config_hash, git_sha, write_text_atomic
-from training.config import RunConfig
+from extractors.io import atomic_path, code_version, config_hash, file_digest, git_sha, write_text_atomic
+from training.config import RunConfig, check_hparam_types
 from training.data.features import EvalSet, StageData, load_stage
 from training.data.sampler import ClassBalancedSampler
+from training.data.splits import read_splits
+from training.memory import check_training_memory
 from training.metrics import ModeResults, beta_grid, evaluate_modes
 from training.models import InputDims, ZSLModel, build_model, get_model_class
 
@@ -60,10 +64,21 @@ def build_for_data(cfg: RunConfig, data: StageData, device: torch.device) -> ZSL
     return model
 
 
-def load_data(cfg: RunConfig, stage: int, device: torch.device) -> StageData:
+def load_data(cfg: RunConfig, stage: int, device: torch.device, mem_mb: int | None = None) -> StageData:
     cls = get_model_class(cfg.model)
     return load_stage(cfg.features, cfg.splits, cfg.text, stage, device, sequences=cls.needs_sequences,
-                      max_steps=cfg.train.max_steps, eval_max_steps=cfg.train.eval_max_steps or cfg.train.max_steps)
+                      max_steps=cfg.train.max_steps, eval_max_steps=cfg.train.eval_max_steps or cfg.train.max_steps,
+                      mem_mb=mem_mb)
+
+
+def _cap_batch_size(cfg: RunConfig, n_train: int) -> RunConfig:
+    """A batch larger than the training set only repeats samples (the sampler draws with replacement) and costs
+    memory in proportion: cap it at the training set, say so, and record the cap in the run's configuration."""
+    if cfg.train.batch_size <= n_train:
+        return cfg
+    log.warning("batch_size %d is larger than the training set (%d videos): using batches of %d",
+                cfg.train.batch_size, n_train, n_train)
+    return replace(cfg, train=replace(cfg.train, batch_size=n_train))
 
 
 @torch.no_grad()
@@ -91,17 +106,32 @@ def evaluate_split(model: ZSLModel, data: StageData, split: EvalSet, cfg: RunCon
 
 def complete_config(cfg: RunConfig) -> RunConfig:
     """The run configuration with every model hyper-parameter spelled out (defaults included)."""
-    return replace(cfg, model_params={**get_model_class(cfg.model).hparams, **cfg.model_params})
+    declared = get_model_class(cfg.model).hparams
+    check_hparam_types(declared, cfg.model_params, f"{cfg.model} model")
+    return replace(cfg, model_params={**declared, **cfg.model_params})
 
 
-def _run_header(cfg: RunConfig, stage: int) -> dict:
+def input_identity(cfg: RunConfig, stage: int, selection: dict | None = None) -> dict:
+    """What a run's results depend on, by content: a checkpoint made from any other identity is never resumed.
+
+    Paths are not enough: a rebuilt feature store, a changed split or a new stage-1 selection keeps its path."""
+    identity = {"config": config_hash(cfg.to_dict()), "code_version": code_version(),
+                "features": file_digest(cfg.features), "splits": read_splits(cfg.splits).digest(),
+                "text": file_digest(cfg.text)}
+    if stage == 2:
+        identity["selection"] = config_hash(selection)
+    return identity
+
+
+def _run_header(cfg: RunConfig, stage: int, identity: dict) -> dict:
     return {"stage": stage, "seed": cfg.seed, "git_sha": git_sha(), "code_version": code_version(),
-            "config_hash": config_hash(cfg.to_dict()), "run": cfg.to_dict()}
+            "config_hash": identity["config"], "inputs": identity, "run": cfg.to_dict()}
 
 
 def train_stage(cfg: RunConfig, stage: int, run_dir: str | Path, selection: dict | None = None,
-                progress: bool = True) -> dict:
-    """Train one stage in ``run_dir``; resumes from ``checkpoint.pt`` when an earlier attempt was interrupted.
+                progress: bool = True, mem_mb: int | None = None) -> dict:
+    """Train one stage in ``run_dir``; resumes from ``checkpoint.pt`` when an earlier attempt on the same inputs was
+    interrupted. ``mem_mb``: the job's memory budget; a run whose estimate exceeds it stops before training.
 
     Returns the selection (stage 1) or the final training record (stage 2)."""
     if stage not in (1, 2):
@@ -113,11 +143,15 @@ def train_stage(cfg: RunConfig, stage: int, run_dir: str | Path, selection: dict
     cfg = complete_config(cfg)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)
-    header = _run_header(cfg, stage)
-    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(header, sort_keys=False))
+    identity = input_identity(cfg, stage, selection)
 
-    data = load_data(cfg, stage, device)
+    data = load_data(cfg, stage, device, mem_mb)
+    cfg = _cap_batch_size(cfg, len(data.train_idx))
     model = build_for_data(cfg, data, device)
+    if mem_mb:
+        check_training_memory(cfg, data, model, mem_mb)
+    header = _run_header(cfg, stage, identity)
+    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(header, sort_keys=False))
     optimizers = model.configure_optimizers(cfg.train.lr, cfg.train.weight_decay)
     schedulers = [torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="max", patience=cfg.train.patience,
                                                              factor=cfg.train.factor)
@@ -129,7 +163,7 @@ def train_stage(cfg: RunConfig, stage: int, run_dir: str | Path, selection: dict
     state = {"epoch": -1, "best": None, "history": []}
     ckpt_path = run_dir / "checkpoint.pt"
     if ckpt_path.exists():
-        state = _resume(ckpt_path, header["config_hash"], model, optimizers, schedulers, generator) or state
+        state = _resume(ckpt_path, identity, model, optimizers, schedulers, generator) or state
     _rewrite_log(run_dir / "log.jsonl", state["history"])
     log.info("%s stage %d on %s: %d training videos (%d classes), %d validation videos, epochs %d..%d",
              cfg.model, stage, device, len(data.train_idx), sampler.n_classes, len(data.val.idx),
@@ -161,7 +195,7 @@ def train_stage(cfg: RunConfig, stage: int, run_dir: str | Path, selection: dict
             state["best"] = {"epoch": epoch, "beta": val.combined_beta, "hm": val.main.hm,
                              "val": val.main.percent()}
         state["epoch"] = epoch
-        _save_checkpoint(ckpt_path, state, header["config_hash"], model, optimizers, schedulers, generator)
+        _save_checkpoint(ckpt_path, state, identity, model, optimizers, schedulers, generator)
         with open(run_dir / "log.jsonl", "a") as f:
             f.write(_jsonl(record))
         bar.set_postfix(loss=f"{losses['loss']:.3f}", val_hm=f"{100 * val.main.hm:.2f}")
@@ -208,9 +242,9 @@ def evaluate_test(cfg: RunConfig, model_path: str | Path, selection: dict) -> di
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
-def _save_checkpoint(path: Path, state: dict, cfg_hash: str, model, optimizers, schedulers, generator) -> None:
+def _save_checkpoint(path: Path, state: dict, identity: dict, model, optimizers, schedulers, generator) -> None:
     blob = {
-        "config_hash": cfg_hash, "state": state, "model": model.state_dict(),
+        "identity": identity, "state": state, "model": model.state_dict(),
         "optimizers": [o.state_dict() for o in optimizers], "schedulers": [s.state_dict() for s in schedulers],
         "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
@@ -219,14 +253,19 @@ def _save_checkpoint(path: Path, state: dict, cfg_hash: str, model, optimizers, 
         torch.save(blob, tmp)
 
 
-def _resume(path: Path, cfg_hash: str, model, optimizers, schedulers, generator) -> dict | None:
+def _resume(path: Path, identity: dict, model, optimizers, schedulers, generator) -> dict | None:
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - an unreadable checkpoint means starting over, not crashing
-        log.warning("ignoring unreadable checkpoint %s (%s)", path, e)
+        log.warning("discarding unreadable checkpoint %s (%s); training from scratch", path, str(e).splitlines()[0])
+        path.unlink()
         return None
-    if blob.get("config_hash") != cfg_hash:
-        log.warning("checkpoint %s belongs to a different configuration; starting over", path)
+    old = blob.get("identity") or {}
+    changed = sorted(k for k in set(identity) | set(old) if identity.get(k) != old.get(k))
+    if changed:
+        log.warning("discarding checkpoint %s: it was made from other inputs (%s changed); training from scratch",
+                    path, ", ".join(changed))
+        path.unlink()
         return None
     model.load_state_dict(blob["model"])
     for o, s in zip(optimizers, blob["optimizers"]):

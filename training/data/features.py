@@ -142,13 +142,15 @@ class StageData:
 
 
 def load_stage(features: str | Path, split_dir: str | Path, text: str | Path, stage: int, device: torch.device,
-               sequences: bool = False, max_steps: int | None = None, eval_max_steps: int | None = None) -> StageData:
+               sequences: bool = False, max_steps: int | None = None, eval_max_steps: int | None = None,
+               mem_mb: int | None = None) -> StageData:
     """Everything one training stage needs, on ``device``.
 
     Stage 1 trains on stage_1_train and validates on val_seen ∪ val_unseen. Stage 2 trains on
     stage_1_train ∪ val_seen ∪ val_unseen, still computes the validation score (the reference drives its learning-rate
     schedule with it) and is tested on test_seen ∪ test_unseen. Split videos missing from the feature store (failed
-    downloads or decodes) are left out and counted.
+    downloads or decodes) are left out and counted; a scored class left with no video is an error, not a 0.
+    ``mem_mb``: the job's memory budget, checked before the features are loaded.
     """
     splits = read_splits(split_dir)
     store = FeatureStore(features)
@@ -168,8 +170,13 @@ def load_stage(features: str | Path, split_dir: str | Path, text: str | Path, st
                         name, missing, len(vids))
         rows_by_group[name] = rows[keep]
         labels_by_group[name] = np.array([splits.class_id(c) for (_, c), k in zip(vids, keep) if k], dtype=np.int64)
+    _check_scored_classes(splits, stage, labels_by_group, features)
     all_rows = np.concatenate(list(rows_by_group.values()))
     unique_rows, inverse = np.unique(all_rows, return_inverse=True)
+    if mem_mb:
+        from training.memory import check_loading_memory
+
+        check_loading_memory(store, unique_rows, sequences, mem_mb)
     bank = FeatureBank(store, unique_rows, device, sequences=sequences)
     if sequences and not store.has_sequences:
         log.warning("%s holds per-video means only: the model reads each mean as a one-step sequence", features)
@@ -180,8 +187,6 @@ def load_stage(features: str | Path, split_dir: str | Path, text: str | Path, st
         pos[name] = torch.from_numpy(inverse[start:start + n]).to(device)
         start += n
     lab = {k: torch.from_numpy(v).to(device) for k, v in labels_by_group.items()}
-    if len(lab["train"]) == 0:
-        raise ValueError(f"no training videos with features for stage {stage} ({split_dir})")
     val_seen, val_unseen = splits.seen_unseen(1)
     val = EvalSet(pos["val"], lab["val"], val_seen, val_unseen)
     test = None
@@ -191,3 +196,22 @@ def load_stage(features: str | Path, split_dir: str | Path, text: str | Path, st
     return StageData(bank, text_matrix, splits.all_classes, pos["train"], lab["train"], val, test, counts,
                      max_steps, eval_max_steps)
 
+
+
+def _check_scored_classes(splits, stage: int, labels_by_group: dict, features) -> None:
+    """Every class a stage scores needs at least one video with features, and training at least one video."""
+    if len(labels_by_group["train"]) == 0:
+        raise ValueError(f"stage {stage} has no training video with features in {features} "
+                         "(every listed video failed or is absent)")
+    scored = [("stage_1_val_seen", "stage_1_val_unseen", "val")]
+    if stage == 2:
+        scored.append(("stage_2_test_seen", "stage_2_test_unseen", "test"))
+    for seen_name, unseen_name, group in scored:
+        present = set(labels_by_group[group].tolist())
+        for split_name in (seen_name, unseen_name):
+            for c in splits.classes[split_name]:
+                if splits.class_id(c) not in present:
+                    raise ValueError(f"{split_name}: class {c!r} has no video with features in {features} "
+                                     "(its videos failed extraction or are absent), so it cannot be scored; "
+                                     "see the feature store's failed-media list, fix or replace the media, or "
+                                     "rebuild the splits without the class")

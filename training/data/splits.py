@@ -25,10 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
-from extractors.io import atomic_path
+from extractors.io import atomic_path, canonical_json
 
 STAGES = ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen",
           "stage_2_train", "stage_2_test_seen", "stage_2_test_unseen")
+TRAIN_STAGES = ("stage_1_train",)  # stage 2 trains on stage_1_train + val, as the reference reads it
+SCORED_STAGES = ("stage_1_val_seen", "stage_1_val_unseen", "stage_2_test_seen", "stage_2_test_unseen")
 
 
 class SplitError(ValueError):
@@ -70,6 +72,14 @@ class Splits:
             return [*self.videos["stage_1_val_seen"], *self.videos["stage_1_val_unseen"]]
         return [*self.videos["stage_2_test_seen"], *self.videos["stage_2_test_unseen"]]
 
+    def digest(self) -> str:
+        """Content identity: the classes and videos of every stage, independent of file formatting."""
+        import hashlib
+
+        content = {"all_classes": self.all_classes, "classes": {s: sorted(c) for s, c in self.classes.items()},
+                   "videos": {s: sorted(v) for s, v in self.videos.items()}}
+        return hashlib.sha256(canonical_json(content).encode()).hexdigest()
+
     # consistency --------------------------------------------------------------------------------
     def validate(self) -> None:
         c = {s: set(v) for s, v in self.classes.items()}
@@ -92,6 +102,20 @@ class Splits:
         for s in STAGES:
             if not c[s]:
                 raise SplitError(f"split error{where}: {s} lists no classes")
+        if len(c["stage_1_train"]) < 2:
+            raise SplitError(f"split error{where}: stage_1_train has {len(c['stage_1_train'])} seen class(es); "
+                             "training and calibrated stacking need at least two (use fewer unseen classes)")
+        # every stage that is trained on or scored must hold videos, and every class it scores at least one: an
+        # empty set would score 0 and an empty class would silently drop out of the mean class accuracy
+        for s in (*TRAIN_STAGES, *SCORED_STAGES):
+            if not self.videos[s]:
+                raise SplitError(f"split error{where}: {s} has no videos ({s}.csv is empty or lists none of the "
+                                 f"stage's classes)")
+        for s in SCORED_STAGES:
+            have = {cls for _, cls in self.videos[s]}
+            empty = sorted(set(c[s]) - have)
+            if empty:
+                raise SplitError(f"split error{where}: {s} lists class(es) with no videos: {empty[:5]}")
         owner: dict[str, str] = {}
         for s in ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen", "stage_2_test_seen", "stage_2_test_unseen"):
             for vid, _ in self.videos[s]:
@@ -243,6 +267,10 @@ def build_splits(videos: Sequence[tuple[str, str, str]], recipe: SplitRecipe,
                 parts = {"stage_2_test_seen": keys[:n_test], "stage_1_val_seen": rest[:n_val],
                          "stage_1_train": rest[n_val:]}
         for stage, ks in parts.items():
+            if not ks:
+                raise SplitError(f"class {c!r} has too few recordings ({len(keys)}) to give {stage} one; a seen class "
+                                 "needs at least three (train, val_seen, test_seen), a validation-unseen class two: "
+                                 "add videos, lower the held-out fractions, or leave the class out")
             out[stage].extend((v, c) for k in ks for v in groups[k])
     out["stage_2_train"] = out["stage_1_train"] + out["stage_1_val_seen"] + out["stage_1_val_unseen"]
     classes = {

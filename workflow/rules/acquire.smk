@@ -21,7 +21,7 @@ rule demo_videos:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet --threads {threads} demo-data --out {params.out} --spec {params.spec:q} --workers {threads} > {log} 2>&1"
+        "python -m training.cli --quiet --threads {threads} demo-data --out {params.out:q} --spec {params.spec:q} --workers {threads} > {log:q} 2>&1"
 
 
 rule scan_local_folder:
@@ -42,4 +42,4 @@ rule scan_local_folder:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet --threads {threads} scan-folder --root {params.root:q} --out {params.out} --descriptions {params.descriptions:q} > {log} 2>&1"
+        "python -m training.cli --quiet --threads {threads} scan-folder --root {params.root:q} --out {params.out:q} --descriptions {params.descriptions:q} > {log:q} 2>&1"

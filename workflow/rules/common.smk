@@ -12,7 +12,13 @@ ROOT = Path(workflow.basedir)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from training.config import ConfigError, available_models, load_model_config, resolve_hparams  # noqa: E402
+from training.config import (  # noqa: E402
+    ConfigError,
+    available_models,
+    check_hparam_types,
+    load_model_config,
+    resolve_hparams,
+)
 from training.data.released_avca import read_tree_splits  # noqa: E402
 from training.data.splits import SplitError, read_splits, split_files  # noqa: E402
 
@@ -94,6 +100,8 @@ def _check_dataset(name, ds, cfg):
             raise ConfigError(f"config: {where}.feature_sets: released AVCA feature sets are main and cls, not {bad}")
         for fs in ds["feature_sets"]:
             _check_splits(where, lambda fs=fs: read_tree_splits(root, rel["dataset"], fs))
+        if rel["text_npy"] and not Path(rel["text_npy"]).is_file():
+            raise ConfigError(f"config: {where}.released_avca.text_npy: file not found: {rel['text_npy']}")
         return
     for fs in ds["feature_sets"]:
         if fs not in cfg["feature_sets"]:
@@ -107,6 +115,20 @@ def _check_dataset(name, ds, cfg):
         if not Path(official).is_dir():
             raise ConfigError(f"config: {where}.splits.official_dir: folder not found: {official}")
         _check_splits(where, lambda: read_splits(official))
+    else:
+        _check_split_recipe(where, ds)
+
+
+def _check_split_recipe(where, ds):
+    """Splits built here must leave at least two seen classes: fewer cannot be trained or calibrated."""
+    if ds["source"] == "demo":
+        n_classes = ds["demo"]["n_visuals"] * ds["demo"]["n_sounds"]
+    else:
+        n_classes = sum(1 for p in Path(ds["local"]["root"]).iterdir() if p.is_dir())
+    n_unseen = ds["splits"]["n_val_unseen"] + ds["splits"]["n_test_unseen"]
+    if n_classes - n_unseen < 2:
+        raise ConfigError(f"config: {where}.splits: {n_unseen} unseen classes (n_val_unseen + n_test_unseen) out of "
+                          f"{n_classes} leave {n_classes - n_unseen} seen; at least two are needed")
 
 
 def _check_splits(where, read):
@@ -139,7 +161,12 @@ def _check_models(cfg):
         ds = cfg["datasets"][ds_name]
         for fs in ds["feature_sets"]:
             for model in cfg["models"]:
-                resolve_run_hparams(model, ds, fs, cfg)
+                hp = resolve_run_hparams(model, ds, fs, cfg)
+                try:
+                    check_hparam_types(get_model_class(model).hparams, hp["model"],
+                                       f"{model} model (profile {ds['hparams']}, feature set {fs})")
+                except ConfigError as e:
+                    raise ConfigError(f"config: {e}") from None
 
 
 def resolve_run_hparams(model, ds, feature_set, cfg=config):

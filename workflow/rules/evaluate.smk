@@ -15,12 +15,12 @@ rule evaluate:
     threads: config["training"]["threads"]
     resources:
         gpu=config["training"]["gpus"],
-        mem_mb=8000,
+        mem_mb=config["training"]["mem_mb"],
         runtime=30,
     log:
         "logs/evaluate/{dataset}/{feature_set}/{model}/seed{seed}.log",
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet --threads {threads} evaluate --run-config {params.run:q} --model-path {input.model} --selection {input.selection}"
-        " --out {output} > {log} 2>&1"
+        "python -m training.cli --quiet --threads {threads} evaluate --run-config {params.run:q} --model-path {input.model:q} --selection {input.selection:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -32,11 +32,11 @@ rule extract_shard:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet --threads 1 extract --manifest {input.manifest} --shard {wildcards.shard}"
+        "python -m training.cli --quiet --threads 1 extract --manifest {input.manifest:q} --shard {wildcards.shard}"
         " --shards {params.shards}"
         " --backbone {params.backbone} --params {params.backbone_params:q} --decoder {params.decoder}"
         " --workers $(( {threads} - 1 )) --batch-windows {params.batch_windows} --device {params.device}"
-        " --precision {params.precision} {params.max_seconds} --out {output} > {log} 2>&1"
+        " --precision {params.precision} {params.max_seconds} --out {output:q} > {log:q} 2>&1"
 
 
 rule merge_features:
@@ -55,7 +55,7 @@ rule merge_features:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet --threads {threads} merge-features --out {output.features} --failures {output.failures} {input} > {log} 2>&1"
+        "python -m training.cli --quiet --threads {threads} merge-features --out {output.features:q} --failures {output.failures:q} {input:q} > {log:q} 2>&1"
 
 
 rule import_released_features:
@@ -76,4 +76,4 @@ rule import_released_features:
         ENV
     shell:
         "python -m training.cli --quiet --threads {threads} import-avca features --root {params.root:q} --dataset {params.name}"
-        " --feature-set {wildcards.feature_set} --layout {params.layout} --out {output} > {log} 2>&1"
+        " --feature-set {wildcards.feature_set} --layout {params.layout} --out {output:q} > {log:q} 2>&1"

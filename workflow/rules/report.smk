@@ -15,8 +15,8 @@ rule summary:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet --threads {threads} report --csv {output.csv} --md {output.md}"
-        " --title {params.title:q} --order {params.order} {input} > {log} 2>&1"
+        "python -m training.cli --quiet --threads {threads} report --csv {output.csv:q} --md {output.md:q}"
+        " --title {params.title:q} --order {params.order} {input:q} > {log:q} 2>&1"
 
 
 rule ablation:
@@ -33,8 +33,8 @@ rule ablation:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet --threads {threads} report --csv {output.csv} --md {output.md}"
-        " --title 'DAAN ablation (Table II)' --order {params.order} --flat {input} > {log} 2>&1"
+        "python -m training.cli --quiet --threads {threads} report --csv {output.csv:q} --md {output.md:q}"
+        " --title 'DAAN ablation (Table II)' --order {params.order} --flat {input:q} > {log:q} 2>&1"
 
 
 rule table1:
@@ -51,5 +51,5 @@ rule table1:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet --threads {threads} report --csv {output.csv} --md {output.md}"
-        " --title 'Audio-visual (G)ZSL: all models (Table I layout)' --order {params.order} {input} > {log} 2>&1"
+        "python -m training.cli --quiet --threads {threads} report --csv {output.csv:q} --md {output.md:q}"
+        " --title 'Audio-visual (G)ZSL: all models (Table I layout)' --order {params.order} {input:q} > {log:q} 2>&1"

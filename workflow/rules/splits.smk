@@ -20,8 +20,8 @@ rule build_splits:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet --threads {threads} build-splits --manifest {input.manifest} --class-names {input.class_names} {params.cover}"
-        " --recipe {params.recipe:q} --out {params.out} > {log} 2>&1"
+        "python -m training.cli --quiet --threads {threads} build-splits --manifest {input.manifest:q} --class-names {input.class_names:q} {params.cover}"
+        " --recipe {params.recipe:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule official_splits:
@@ -37,7 +37,7 @@ rule official_splits:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet --threads {threads} copy-splits --src {params.src:q} --out {params.out} > {log} 2>&1"
+        "python -m training.cli --quiet --threads {threads} copy-splits --src {params.src:q} --out {params.out:q} > {log:q} 2>&1"
 
 
 rule import_released_splits:
@@ -56,4 +56,4 @@ rule import_released_splits:
         ENV
     shell:
         "python -m training.cli --quiet --threads {threads} import-avca splits --root {params.root:q} --dataset {params.name}"
-        " --feature-set {wildcards.variant} --out {params.out} > {log} 2>&1"
+        " --feature-set {wildcards.variant} --out {params.out:q} > {log:q} 2>&1"

@@ -22,8 +22,8 @@ rule class_text:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet --threads {threads} text --splits {params.splits} --class-names {input.class_names} --encoder {params.encoder}"
-        " --params {params.encoder_params:q} --template {params.template:q} --out {output} > {log} 2>&1"
+        "python -m training.cli --quiet --threads {threads} text --splits {params.splits:q} --class-names {input.class_names:q} --encoder {params.encoder}"
+        " --params {params.encoder_params:q} --template {params.template:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule import_released_text:
@@ -36,7 +36,7 @@ rule import_released_text:
         name=lambda w: released(w)["dataset"],
         feature_set=lambda w: DATASETS[w.dataset]["feature_sets"][0],
         legacy=lambda w: "--legacy-reference-order" if released(w)["legacy_reference_order"] else "",
-        npy=lambda w: f"--npy {released(w)['text_npy']}" if released(w)["text_npy"] else "",
+        npy=lambda w: ["--npy", released(w)["text_npy"]] if released(w)["text_npy"] else [],
         layout=lambda w: released(w)["layout"],
     wildcard_constraints:
         dataset=RELEASED_DATASETS,
@@ -46,4 +46,4 @@ rule import_released_text:
         ENV
     shell:
         "python -m training.cli --quiet --threads {threads} import-avca text --root {params.root:q} --dataset {params.name} --feature-set {params.feature_set}"
-        " --layout {params.layout} {params.legacy} {params.npy} --out {output} > {log} 2>&1"
+        " --layout {params.layout} {params.legacy} {params.npy:q} --out {output:q} > {log:q} 2>&1"

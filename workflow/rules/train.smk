@@ -15,7 +15,7 @@ rule train_stage1:
     threads: config["training"]["threads"]
     resources:
         gpu=config["training"]["gpus"],
-        mem_mb=8000,
+        mem_mb=config["training"]["mem_mb"],
         runtime=600,
     log:
         "logs/train_stage1/{dataset}/{feature_set}/{model}/seed{seed}.log",
@@ -24,7 +24,8 @@ rule train_stage1:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet --threads {threads} train --stage 1 --run-config {params.run:q} --run-dir {params.run_dir} --out {output} > {log} 2>&1"
+        "python -m training.cli --quiet --threads {threads} train --stage 1 --run-config {params.run:q} --run-dir {params.run_dir:q} --out {output:q}"
+        " --mem-mb {resources.mem_mb} > {log:q} 2>&1"
 
 
 rule train_stage2:
@@ -41,7 +42,7 @@ rule train_stage2:
     threads: config["training"]["threads"]
     resources:
         gpu=config["training"]["gpus"],
-        mem_mb=8000,
+        mem_mb=config["training"]["mem_mb"],
         runtime=600,
     log:
         "logs/train_stage2/{dataset}/{feature_set}/{model}/seed{seed}.log",
@@ -50,5 +51,5 @@ rule train_stage2:
     conda:
         ENV
     shell:
-        "python -m training.cli --quiet --threads {threads} train --stage 2 --run-config {params.run:q} --run-dir {params.run_dir}"
-        " --selection {input.selection} > {log} 2>&1"
+        "python -m training.cli --quiet --threads {threads} train --stage 2 --run-config {params.run:q} --run-dir {params.run_dir:q}"
+        " --selection {input.selection:q} --mem-mb {resources.mem_mb} > {log:q} 2>&1"
