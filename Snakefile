@@ -18,12 +18,14 @@ include: "workflow/rules/report.smk"
 
 
 rule all:
-    input:
-        "results/summary.csv",
-        "results/summary.md",
-        # DAAN's ablation table whenever DAAN and its three variants are among the configured models
-        ["results/ablation.md"] if set(ABLATION) <= set(config["models"]) else [],
     default_target: True
+    input:
+        # the summary of the configured models, and each table marked in_default_target whose models all are
+        [
+            path
+            for name in workflow_config.default_tables(config)
+            for path in table_outputs(name)
+        ],
 
 
 onsuccess:

@@ -4,7 +4,8 @@ One batch of a UCF-size synthetic dataset (bench/train_throughput.py; 512-d feat
 256, negatives drawn as in training), UCF hyper-parameters for every model. Reports the median step time of AVCA,
 DAAN, DAAN without QDMA and CSGM (the Base variant) and without CSGM (Base + QDMA), the ratio DAAN / AVCA, and
 CSGM's share of DAAN's step: the time spent in CSGM's modulation (per-sample norms, rates, the modulated gradient
-and its noise) over the step time. With CSGM the backward pass skips the QDMA parts' ordinary weight gradients
+and its noise) over the step time, read from the profiler range DAAN's step marks (``CSGM_RANGE``) in a separate
+profiled pass. With CSGM the backward pass skips the QDMA parts' ordinary weight gradients
 (CSGM writes them), so DAAN's step can be as fast as Base + QDMA's.
 
 ``--precision bf16`` runs every model's whole step under bf16 autocast (matrix products in bf16, AMX on recent Xeons,
@@ -26,30 +27,17 @@ from pathlib import Path
 
 import torch
 
-import training.models.daan as daan_module
 from bench.train_throughput import dataset_paths, machine, sync
 from training.config import RunConfig, TrainConfig, resolve_hparams
 from training.data.sampler import ClassBalancedSampler
 from training.engine import build_for_data, load_data, resolve_device
-
-
-class _Timed:
-    """Wraps DAAN's call of CSGM's ``modulate`` and accumulates its wall time."""
-
-    def __init__(self, fn, dev: torch.device):
-        self.fn, self.dev, self.seconds = fn, dev, []
-
-    def __call__(self, *args, **kwargs):
-        sync(self.dev)
-        t0 = time.perf_counter()
-        out = self.fn(*args, **kwargs)
-        sync(self.dev)
-        self.seconds.append(time.perf_counter() - t0)
-        return out
+from training.models.daan import CSGM_RANGE
 
 
 def step_times(model_name: str, paths: dict, device: str, batch_size: int, repeats: int, seed: int = 0,
-               timed: _Timed | None = None, precision: str = "fp32") -> list[float]:
+               precision: str = "fp32") -> tuple[list[float], float | None]:
+    """Seconds of each timed training step on one fixed batch, and the median milliseconds DAAN spends in CSGM's
+    modulation per step (read from the model's profiler range, in a separate profiled pass; None for other models)."""
     hp = resolve_hparams(model_name, "ucf", "main")
     cfg = RunConfig(model=model_name, seed=seed, train=TrainConfig.from_dict({**hp["train"], "batch_size": batch_size}),
                     model_params=hp["model"], device=device, **paths)
@@ -73,9 +61,21 @@ def step_times(model_name: str, paths: dict, device: str, batch_size: int, repea
         sync(dev)
         if i >= 3:  # warm-up
             times.append(time.perf_counter() - t0)
-        elif timed is not None:
-            timed.seconds.clear()
-    return times
+    return times, _csgm_ms(model, batch, opt, dev, autocast, repeats) if model_name == "daan" else None
+
+
+def _csgm_ms(model, batch, opt, dev: torch.device, autocast, repeats: int) -> float:
+    from torch.profiler import ProfilerActivity, profile
+
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(repeats):
+            with autocast:
+                model.train_step(batch, opt)
+        sync(dev)
+    event = next(e for e in prof.key_averages() if e.key == CSGM_RANGE)
+    micros = event.cpu_time_total if dev.type != "cuda" else max(event.cpu_time_total, event.device_time_total)
+    return micros / event.count / 1000
 
 
 def matmul_gflops(dev: torch.device, dtype: torch.dtype, repeats: int = 20) -> float:
@@ -103,17 +103,12 @@ def main() -> None:
     args = ap.parse_args()
     print(f"# machine: {machine()}")
     dev = resolve_device(args.device)
-    timed = _Timed(daan_module.modulate, dev)
-    daan_module.modulate = timed
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            paths = dataset_paths(Path(args.data or tmp))
-            med = {m: statistics.median(step_times(m, paths, args.device, args.batch_size, args.repeats,
-                                                   timed=timed if m == "daan" else None, precision=args.precision))
-                   for m in ("avca", "daan_base", "daan_qdma", "daan")}
-    finally:
-        daan_module.modulate = timed.fn
-    csgm = statistics.median(timed.seconds)
+    with tempfile.TemporaryDirectory() as tmp:
+        paths = dataset_paths(Path(args.data or tmp))
+        runs = {m: step_times(m, paths, args.device, args.batch_size, args.repeats, precision=args.precision)
+                for m in ("avca", "daan_base", "daan_qdma", "daan")}
+    med = {m: statistics.median(times) for m, (times, _) in runs.items()}
+    csgm = runs["daan"][1] / 1000
     print(json.dumps({
         "device": str(dev), "batch_size": args.batch_size, "precision": args.precision,
         "avca_ms": round(1000 * med["avca"], 2), "daan_ms": round(1000 * med["daan"], 2),

@@ -13,6 +13,7 @@ the model's forward/backward/optimiser step.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import tempfile
@@ -23,11 +24,11 @@ import numpy as np
 import torch
 
 from extractors.feature_store import StoreSpec, VideoFeatures, write_store
+from extractors.splits import Splits, write_splits
 from extractors.text_store import write_text_store
 from training.config import RunConfig, TrainConfig, resolve_hparams
 from training.data.sampler import ClassBalancedSampler
-from training.data.splits import Splits, write_splits
-from training.engine import build_for_data, evaluate_split, load_data, resolve_device
+from training.engine import build_for_data, evaluate_split, load_data, resolve_device, train_epoch
 from training.models import MODELS
 
 # UCF-GZSL main: (classes, videos) per stage, reference-protocol §4
@@ -95,25 +96,25 @@ def time_epoch(model_name: str, paths: dict, device: str, batches: int, batch_si
     optimizers = model.configure_optimizers(cfg.train.lr, cfg.train.weight_decay)
     gen = torch.Generator(device=dev).manual_seed(0)
     sampler = ClassBalancedSampler(data.train_labels, cfg.train.batch_size, batches, gen)
-    model.train()
     for _ in range(3):  # warm-up (allocator, kernels) outside the timed epoch
-        pos = sampler.epoch()[0]
-        model.train_step(data.batch(pos, sampler.negatives(pos) if model.needs_negatives else None,
-                                    generator=gen), optimizers)
-    sync(dev)
-    step_time = 0.0
-    t0 = time.perf_counter()
-    pos = sampler.epoch()
-    neg = sampler.negatives(pos) if model.needs_negatives else None
-    for b in range(batches):
-        batch = data.batch(pos[b], None if neg is None else neg[b], generator=gen)
+        train_epoch(model, data, ClassBalancedSampler(data.train_labels, cfg.train.batch_size, 1, gen), optimizers,
+                    gen)
+    step_seconds = []
+
+    @contextlib.contextmanager
+    def timed_step():
         sync(dev)
         s = time.perf_counter()
-        model.train_step(batch, optimizers)
+        yield
         sync(dev)
-        step_time += time.perf_counter() - s
+        step_seconds.append(time.perf_counter() - s)
+
+    sync(dev)
+    t0 = time.perf_counter()
+    train_epoch(model, data, sampler, optimizers, gen, step=timed_step)
     sync(dev)
     train_time = time.perf_counter() - t0
+    step_time = sum(step_seconds)
     s = time.perf_counter()
     evaluate_split(model, data, data.val, cfg)
     sync(dev)

@@ -19,9 +19,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from avzsl.common import config_hash
 from extractors.backbones import Backbone, build_backbone
 from extractors.feature_store import FeatureStore, StoreSpec, VideoFeatures, merge_stores, write_store
-from extractors.io import config_hash
 from extractors.media.decode import MediaError, decode
 from extractors.sources.manifest import ManifestRow, read_manifest, resolve_media
 

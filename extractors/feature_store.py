@@ -27,7 +27,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from extractors.io import atomic_path, code_version, quarantine
+from avzsl.common import atomic_path, code_version, quarantine
 
 FORMAT = "avzsl-features"
 FORMAT_VERSION = 1
@@ -265,6 +265,12 @@ def _write_attrs(f: h5py.File, spec: StoreSpec) -> None:
     f.attrs["has_sequences"] = bool(spec.has_sequences)
     for k, v in spec.extra_attrs.items():
         f.attrs[k] = v
+
+
+def write_failures_tsv(path: str | Path, failures: Sequence[tuple[str, str]]) -> None:
+    """The failed-media list beside a store (``failed_media.tsv``: video_id, reason), for people to read."""
+    with atomic_path(path, suffix=".tsv") as tmp:
+        tmp.write_text("video_id\treason\n" + "".join(f"{v}\t{r}\n" for v, r in failures))
 
 
 def _write_failures(f: h5py.File, failures: list[tuple[str, str]]) -> None:

@@ -19,7 +19,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from extractors.io import atomic_path, code_version, quarantine
+from avzsl.common import atomic_path, code_version, quarantine
 
 FORMAT = "avzsl-text"
 FORMAT_VERSION = 1

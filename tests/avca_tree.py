@@ -9,7 +9,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from training.data.released_avca import READ_STAGES
+from extractors.sources.released_avca import READ_STAGES
 
 
 def _official_tree(splits_root: Path, out_root: Path, dataset: str) -> tuple[Path, dict, str]:

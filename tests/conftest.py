@@ -39,9 +39,9 @@ def tiny_dataset(tmp_path_factory) -> dict:
     from extractors.extract import ExtractOptions, extract_shard
     from extractors.sources.demo import DemoSpec, generate, read_factors
     from extractors.sources.manifest import read_class_names, read_manifest
+    from extractors.splits import SplitRecipe, build_splits, write_splits
     from extractors.text_encoders import encode
     from extractors.text_store import write_text_store
-    from training.data.splits import SplitRecipe, build_splits, write_splits
 
     root = tmp_path_factory.mktemp("tiny")
     spec = DemoSpec(n_visuals=3, n_sounds=3, clips_per_class=6, min_seconds=1.5, max_seconds=3.0, seed=1)

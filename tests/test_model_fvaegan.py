@@ -191,8 +191,8 @@ def synthetic_dataset(tmp_path_factory) -> dict:
     import numpy as np
 
     from extractors.feature_store import StoreSpec, VideoFeatures, write_store
+    from extractors.splits import SplitRecipe, build_splits, write_splits
     from extractors.text_store import write_text_store
-    from training.data.splits import SplitRecipe, build_splits, write_splits
 
     root = tmp_path_factory.mktemp("fvaegan")
     rng = np.random.default_rng(0)

@@ -16,12 +16,12 @@ import torch
 from conftest import REPO
 
 import training.engine as engine
+from avzsl.common import DamagedFileError
 from extractors.extract import ExtractOptions, extract_shard
 from extractors.feature_store import FeatureStore
-from extractors.io import DamagedFileError
 from extractors.sources.manifest import ManifestRow, read_manifest, write_manifest
+from extractors.splits import SplitError, SplitRecipe, build_splits, read_splits, write_splits
 from training.config import ConfigError, RunConfig, TrainConfig, resolve_hparams
-from training.data.splits import SplitError, SplitRecipe, build_splits, read_splits, write_splits
 from training.memory import MemoryBudgetError
 
 

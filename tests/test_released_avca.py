@@ -8,10 +8,10 @@ import pytest
 from avca_tree import fabricate_tree
 
 from extractors.feature_store import FeatureStore
+from extractors.safe_pickle import UnsafePickleError, load_npy, load_pickle
+from extractors.sources import released_avca as R
+from extractors.splits import read_splits
 from extractors.text_store import TextEmbeddings
-from training.data import released_avca as R
-from training.data.safe_pickle import UnsafePickleError, load_npy, load_pickle
-from training.data.splits import read_splits
 
 TEXT = {"UCF": ("ucf", "ucf_w2v_class_names.csv"), "ActivityNet": ("activity", "activitynet_w2v_class_names.csv"),
         "VGGSound": ("vggsound", "vggsound_w2v_class_names.csv")}

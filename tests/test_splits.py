@@ -2,7 +2,7 @@ import shutil
 
 import pytest
 
-from training.data.splits import STAGES, SplitError, SplitRecipe, build_splits, read_splits, write_splits
+from extractors.splits import STAGES, SplitError, SplitRecipe, build_splits, read_splits, write_splits
 
 # class and video counts per stage, reference-protocol §4
 OFFICIAL = {

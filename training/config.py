@@ -1,6 +1,6 @@
 """Run configuration: model hyper-parameters per dataset profile, training settings, and their resolution.
 
-Each model has ``config/models/<model>.yaml``::
+Each model has ``training/model_configs/<model>.yaml``::
 
     train:   {...}              # training settings shared by every dataset (TrainConfig fields)
     model:   {...}              # hyper-parameters shared by every dataset (the model's declared hparams)
@@ -21,9 +21,7 @@ from pathlib import Path
 
 import yaml
 
-from extractors.io import REPO_ROOT
-
-MODEL_CONFIG_DIR = REPO_ROOT / "config" / "models"
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"  # package data: found installed or not
 
 
 class ConfigError(ValueError):
@@ -138,7 +136,7 @@ def load_model_config(model: str, config_dir: Path = MODEL_CONFIG_DIR, _seen: tu
     and ``profiles``), then applies this file's values on top, profile by profile."""
     path = Path(config_dir) / f"{model}.yaml"
     if not path.exists():
-        raise ConfigError(f"unknown model {model!r}: no {path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path}; "
+        raise ConfigError(f"unknown model {model!r}: no {path.name} in {path.parent}; "
                           f"available models: {', '.join(available_models(config_dir))}")
     with open(path) as f:
         data = yaml.safe_load(f) or {}
@@ -189,3 +187,21 @@ def _merge(base: dict, extra: dict, where: str) -> None:
         raise ConfigError(f"{where}: unknown section(s) {unknown}; expected 'train' and/or 'model'")
     for section in ("train", "model"):
         base[section].update(extra.get(section) or {})
+
+
+def merge_overrides(*layers: dict | None) -> dict:
+    """Override layers applied in order (e.g. every model's, then one model's): ``{"train": {...}, "model": {...}}``."""
+    out: dict = {"train": {}, "model": {}}
+    for layer in layers:
+        _merge(out, layer or {}, "overrides")
+    return out
+
+
+def assemble_run_config(model: str, seed: int, dataset: str, feature_set: str, profile: str, features: str,
+                        splits: str, text: str, device: str = "auto", overrides: dict | None = None) -> RunConfig:
+    """The resolved configuration of one run: defaults <- dataset profile <- overrides, plus the run's inputs. The
+    workflow and the ``avzsl train``/``evaluate`` commands both build it here."""
+    hp = resolve_hparams(model, profile, feature_set, overrides)
+    return RunConfig(model=model, seed=int(seed), train=TrainConfig.from_dict(hp["train"]), model_params=hp["model"],
+                     dataset=dataset, feature_set=feature_set, profile=profile, features=str(features),
+                     splits=str(splits), text=str(text), device=device)

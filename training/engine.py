@@ -5,31 +5,32 @@ stacking) and scores HM; the epoch with the best validation HM and its β are th
 scratch on train + val for exactly ``best_epoch + 1`` epochs (the same 0-based epoch index the reference loads) and is
 evaluated once, on the test split, with the selected β.
 
-A run directory holds ``config.yaml`` (the resolved configuration, seed, git SHA, code version and the content
-identity of every input), ``log.jsonl`` (one line per epoch) and ``checkpoint.pt`` (everything needed to resume after
-an interruption, RNG states included). A checkpoint is resumed only when it was made from exactly the same inputs:
+The run directory's files are named, written and read by :mod:`training.run_dir`. A checkpoint is resumed only when it was made from exactly the same inputs:
 the same configuration, code version, feature, split and text contents and, in stage 2, the same stage-1 selection.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
 import torch
-import yaml
 
-from extractors.io import atomic_path, code_version, config_hash, file_digest, git_sha, write_text_atomic
+from avzsl.common import code_version, config_hash, file_digest, git_sha
+from extractors.splits import read_splits
+from training import run_dir as rd
 from training.config import RunConfig, check_hparam_types
 from training.data.features import EvalSet, StageData, load_stage
 from training.data.sampler import ClassBalancedSampler
-from training.data.splits import read_splits
 from training.memory import check_training_memory
 from training.metrics import ModeResults, beta_grid, evaluate_modes
 from training.models import InputDims, ZSLModel, build_model, get_model_class
+from training.run_dir import Selection, TestResult, as_selection
 
 log = logging.getLogger("avzsl.train")
 
@@ -119,7 +120,7 @@ def input_identity(cfg: RunConfig, stage: int, selection: dict | None = None) ->
                 "features": file_digest(cfg.features), "splits": read_splits(cfg.splits).digest(),
                 "text": file_digest(cfg.text)}
     if stage == 2:
-        identity["selection"] = config_hash(selection)
+        identity["selection"] = config_hash(as_selection(selection).to_dict())
     return identity
 
 
@@ -128,16 +129,18 @@ def _run_header(cfg: RunConfig, stage: int, identity: dict) -> dict:
             "config_hash": identity["config"], "inputs": identity, "run": cfg.to_dict()}
 
 
-def train_stage(cfg: RunConfig, stage: int, run_dir: str | Path, selection: dict | None = None,
-                progress: bool = True, mem_mb: int | None = None) -> dict:
-    """Train one stage in ``run_dir``; resumes from ``checkpoint.pt`` when an earlier attempt on the same inputs was
+def train_stage(cfg: RunConfig, stage: int, run_dir: str | Path, selection: Selection | dict | None = None,
+                progress: bool = True, mem_mb: int | None = None, model_out: str | Path | None = None) -> dict:
+    """Train one stage in ``run_dir``; resumes from its checkpoint when an earlier attempt on the same inputs was
     interrupted. ``mem_mb``: the job's memory budget; a run whose estimate exceeds it stops before training.
+    Stage 2 writes its weights to ``model_out`` (default: the run directory's model file).
 
-    Returns the selection (stage 1) or the final training record (stage 2)."""
+    Returns the selection (stage 1) or the final training record (stage 2), as plain dictionaries."""
     if stage not in (1, 2):
         raise ValueError("stage must be 1 or 2")
     if stage == 2 and selection is None:
         raise ValueError("stage 2 needs the stage-1 selection (best epoch and beta)")
+    selection = as_selection(selection) if selection is not None else None
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg = complete_config(cfg)
@@ -151,20 +154,18 @@ def train_stage(cfg: RunConfig, stage: int, run_dir: str | Path, selection: dict
     if mem_mb:
         check_training_memory(cfg, data, model, mem_mb)
     header = _run_header(cfg, stage, identity)
-    write_text_atomic(run_dir / "config.yaml", yaml.safe_dump(header, sort_keys=False))
+    rd.write_header(run_dir, header)
     optimizers = model.configure_optimizers(cfg.train.lr, cfg.train.weight_decay)
     schedulers = [torch.optim.lr_scheduler.ReduceLROnPlateau(o, mode="max", patience=cfg.train.patience,
                                                              factor=cfg.train.factor)
                   for o in optimizers] if cfg.train.scheduler == "plateau" else []
     generator = torch.Generator(device=device).manual_seed(cfg.seed)
     sampler = ClassBalancedSampler(data.train_labels, cfg.train.batch_size, cfg.train.n_batches, generator)
-    epochs = cfg.train.epochs if stage == 1 else int(selection["best_epoch"]) + 1
+    epochs = cfg.train.epochs if stage == 1 else selection.best_epoch + 1
 
-    state = {"epoch": -1, "best": None, "history": []}
-    ckpt_path = run_dir / "checkpoint.pt"
-    if ckpt_path.exists():
-        state = _resume(ckpt_path, identity, model, optimizers, schedulers, generator) or state
-    _rewrite_log(run_dir / "log.jsonl", state["history"])
+    state = _resume(run_dir, identity, model, optimizers, schedulers, generator) or \
+        {"epoch": -1, "best": None, "history": []}
+    rd.rewrite_log(run_dir, state["history"])
     log.info("%s stage %d on %s: %d training videos (%d classes), %d validation videos, epochs %d..%d",
              cfg.model, stage, device, len(data.train_idx), sampler.n_classes, len(data.val.idx),
              state["epoch"] + 1, epochs - 1)
@@ -175,15 +176,7 @@ def train_stage(cfg: RunConfig, stage: int, run_dir: str | Path, selection: dict
                disable=not progress, initial=state["epoch"] + 1, total=epochs, mininterval=1)
     for epoch in bar:
         t0 = time.time()
-        model.train()
-        pos = sampler.epoch()
-        neg = sampler.negatives(pos) if model.needs_negatives else None
-        sums: dict[str, torch.Tensor] = {}
-        for b in range(cfg.train.n_batches):
-            batch = data.batch(pos[b], None if neg is None else neg[b], crop="random", generator=generator)
-            for k, v in model.train_step(batch, optimizers).items():
-                sums[k] = sums.get(k, 0) + v
-        losses = {k: float(v) / cfg.train.n_batches for k, v in sums.items()}
+        losses = train_epoch(model, data, sampler, optimizers, generator)
         val = evaluate_split(model, data, data.val, cfg)
         for s in schedulers:
             s.step(val.main.hm)
@@ -195,9 +188,8 @@ def train_stage(cfg: RunConfig, stage: int, run_dir: str | Path, selection: dict
             state["best"] = {"epoch": epoch, "beta": val.combined_beta, "hm": val.main.hm,
                              "val": val.main.percent()}
         state["epoch"] = epoch
-        _save_checkpoint(ckpt_path, state, identity, model, optimizers, schedulers, generator)
-        with open(run_dir / "log.jsonl", "a") as f:
-            f.write(_jsonl(record))
+        _save_checkpoint(run_dir, state, identity, model, optimizers, schedulers, generator)
+        rd.append_log(run_dir, record)
         bar.set_postfix(loss=f"{losses['loss']:.3f}", val_hm=f"{100 * val.main.hm:.2f}")
         log.info("epoch %d: loss %.4f | val S %.2f U %.2f HM %.2f ZSL %.2f (beta %.2f) | %.1fs", epoch,
                  losses["loss"], *(100 * x for x in (val.main.seen, val.main.unseen, val.main.hm, val.main.zsl)),
@@ -206,66 +198,82 @@ def train_stage(cfg: RunConfig, stage: int, run_dir: str | Path, selection: dict
 
     if stage == 1:
         best = state["best"]
-        result = {"best_epoch": best["epoch"], "beta": best["beta"], "val": best["val"], "epochs": epochs,
-                  "model": cfg.model, "seed": cfg.seed, "code_version": code_version()}
         log.info("selected epoch %d, beta %.2f (val HM %.2f)", best["epoch"], best["beta"], best["val"]["HM"])
-    else:
-        result = {"epochs": epochs, "selection": selection, "model": cfg.model, "seed": cfg.seed,
-                  "code_version": code_version()}
-        with atomic_path(run_dir / "model.pt", suffix=".pt") as tmp:
-            torch.save({"model": model.state_dict(), "header": header, "selection": selection,
-                        "dims": {"audio": model.dims.audio, "video": model.dims.video, "text": model.dims.text}},
-                       tmp)
-    return result
+        return Selection(best_epoch=best["epoch"], beta=best["beta"], val=best["val"], epochs=epochs,
+                         model=cfg.model, seed=cfg.seed, code_version=code_version()).to_dict()
+    rd.save_model(model_out or run_dir / rd.MODEL, model.state_dict(), header, selection,
+                  {"audio": model.dims.audio, "video": model.dims.video, "text": model.dims.text})
+    return {"epochs": epochs, "selection": selection.to_dict(), "model": cfg.model, "seed": cfg.seed,
+            "code_version": code_version()}
 
 
-def evaluate_test(cfg: RunConfig, model_path: str | Path, selection: dict) -> dict:
+def train_epoch(model: ZSLModel, data: StageData, sampler: ClassBalancedSampler,
+                optimizers: list[torch.optim.Optimizer], generator: torch.Generator,
+                step: Callable[[], contextlib.AbstractContextManager] | None = None) -> dict[str, float]:
+    """One epoch: ``sampler.n_batches`` class-balanced batches (with negatives when the model uses them), one
+    optimiser step each. Returns the mean of every logged loss. ``step``: a context manager factory wrapped around
+    each optimiser step (the benchmarks time steps with it)."""
+    model.train()
+    pos = sampler.epoch()
+    neg = sampler.negatives(pos) if model.needs_negatives else None
+    sums: dict[str, torch.Tensor] = {}
+    for b in range(sampler.n_batches):
+        batch = data.batch(pos[b], None if neg is None else neg[b], crop="random", generator=generator)
+        with step() if step else contextlib.nullcontext():
+            logs = model.train_step(batch, optimizers)
+        for k, v in logs.items():
+            sums[k] = sums.get(k, 0) + v
+    return {k: float(v) / sampler.n_batches for k, v in sums.items()}
+
+
+def evaluate_test(cfg: RunConfig, model_path: str | Path, selection: Selection | dict) -> dict:
     """Stage-2 model on the test split with the stage-1 β: the numbers that go into the results table."""
+    selection = as_selection(selection)
     cfg = complete_config(cfg)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)
     data = load_data(cfg, 2, device)
     model = build_for_data(cfg, data, device)
-    ckpt = torch.load(model_path, map_location=device, weights_only=True)
-    model.load_state_dict(ckpt["model"])
-    res = evaluate_split(model, data, data.test, cfg, beta=float(selection["beta"]))
+    model.load_state_dict(rd.load_model(model_path, device)["model"])
+    res = evaluate_split(model, data, data.test, cfg, beta=float(selection.beta))
     cls = get_model_class(cfg.model)
     test = res.main.percent()
-    return {
-        "dataset": cfg.dataset, "feature_set": cfg.feature_set, "model": cfg.model, "display_name": cls.display_name,
-        "family": cls.family, "seed": cfg.seed, **{k: test[k] for k in ("S", "U", "HM", "ZSL")},
-        "beta": float(selection["beta"]), "best_epoch": int(selection["best_epoch"]),
-        "val": selection.get("val", {}), "modes": {m: r.percent() for m, r in res.by_mode.items()},
-        "inputs": data.bank.sequence_source if cls.needs_sequences else "mean",
-        "counts": data.counts, "git_sha": git_sha(), "code_version": code_version(), "config": cfg.to_dict(),
-    }
+    return TestResult(
+        dataset=cfg.dataset, feature_set=cfg.feature_set, model=cfg.model, display_name=cls.display_name,
+        family=cls.family, seed=cfg.seed, **{k: test[k] for k in ("S", "U", "HM", "ZSL")},
+        beta=float(selection.beta), best_epoch=int(selection.best_epoch), val=selection.val,
+        modes={m: r.percent() for m, r in res.by_mode.items()},
+        inputs=data.bank.sequence_source if cls.needs_sequences else "mean",
+        counts=data.counts, git_sha=git_sha(), code_version=code_version(), config=cfg.to_dict(),
+    ).to_dict()
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
-def _save_checkpoint(path: Path, state: dict, identity: dict, model, optimizers, schedulers, generator) -> None:
-    blob = {
+def _save_checkpoint(run_dir: Path, state: dict, identity: dict, model, optimizers, schedulers, generator) -> None:
+    rd.save_checkpoint(run_dir, {
         "identity": identity, "state": state, "model": model.state_dict(),
         "optimizers": [o.state_dict() for o in optimizers], "schedulers": [s.state_dict() for s in schedulers],
         "generator": generator.get_state(), "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
-    }
-    with atomic_path(path, suffix=".pt") as tmp:
-        torch.save(blob, tmp)
+    })
 
 
-def _resume(path: Path, identity: dict, model, optimizers, schedulers, generator) -> dict | None:
+def _resume(run_dir: Path, identity: dict, model, optimizers, schedulers, generator) -> dict | None:
+    path = run_dir / rd.CHECKPOINT
     try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
+        blob = rd.load_checkpoint(run_dir)
     except Exception as e:  # noqa: BLE001 - an unreadable checkpoint means starting over, not crashing
         log.warning("discarding unreadable checkpoint %s (%s); training from scratch", path, str(e).splitlines()[0])
-        path.unlink()
+        rd.discard_checkpoint(run_dir)
+        return None
+    if blob is None:
         return None
     old = blob.get("identity") or {}
     changed = sorted(k for k in set(identity) | set(old) if identity.get(k) != old.get(k))
     if changed:
         log.warning("discarding checkpoint %s: it was made from other inputs (%s changed); training from scratch",
                     path, ", ".join(changed))
-        path.unlink()
+        rd.discard_checkpoint(run_dir)
         return None
     model.load_state_dict(blob["model"])
     for o, s in zip(optimizers, blob["optimizers"]):
@@ -278,13 +286,3 @@ def _resume(path: Path, identity: dict, model, optimizers, schedulers, generator
         torch.cuda.set_rng_state_all(blob["cuda_rng"])
     log.info("resuming after epoch %d from %s", blob["state"]["epoch"], path)
     return blob["state"]
-
-
-def _rewrite_log(path: Path, history: list[dict]) -> None:
-    write_text_atomic(path, "".join(_jsonl(r) for r in history))
-
-
-def _jsonl(record: dict) -> str:
-    import json
-
-    return json.dumps(record, sort_keys=True) + "\n"

@@ -8,13 +8,13 @@ seeds a cell reads ``mean ± std`` and a per-seed table follows.
 from __future__ import annotations
 
 import csv
-import json
 import statistics
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
-from extractors.io import atomic_path, code_version
+from avzsl.common import atomic_path, code_version
+from training.run_dir import TestResult
 
 COLUMNS = ("dataset", "feature_set", "family", "model", "display_name", "seed", "S", "U", "HM", "ZSL", "beta",
            "best_epoch", "inputs", "code_version", "run")
@@ -27,8 +27,7 @@ FAMILY_ORDER = ("ZSL", "Audio-visual", "Ablation")
 def collect(test_jsons: Sequence[str | Path]) -> list[dict]:
     rows = []
     for p in test_jsons:
-        with open(p) as f:
-            r = json.load(f)
+        r = TestResult.read(p).to_dict()
         rows.append({**{k: r.get(k, "") for k in COLUMNS}, "run": str(Path(p).parent)})
     rows.sort(key=lambda r: (r["dataset"], r["feature_set"], _family_key(r["family"]), r["model"], int(r["seed"])))
     return rows

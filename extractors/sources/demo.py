@@ -9,17 +9,16 @@ and channel layouts, so decoding, resampling and down-mixing are exercised for r
 
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 
-from extractors.io import atomic_path
-from extractors.sources.manifest import ManifestRow, write_class_names, write_manifest
+from avzsl.common import atomic_path
+from extractors.sources.manifest import ManifestRow, read_class_factors, write_class_names, write_manifest
 
 # (name in the class text, CamelCase id, RGB colour)
 VISUALS = [
@@ -69,8 +68,10 @@ def classes(spec: DemoSpec) -> list[dict]:
     return out
 
 
-def generate(out_dir: str | Path, spec: DemoSpec, workers: int = 0, progress: bool = True) -> Path:
-    """Write the clips, ``manifest.csv`` and ``class_names.csv`` under ``out_dir``; return the manifest path.
+def generate(out_dir: str | Path, spec: DemoSpec, workers: int = 0, progress: bool = True,
+             manifest: str | Path | None = None, class_names: str | Path | None = None) -> Path:
+    """Write the clips under ``out_dir/videos``, and the manifest and class-name table (default ``manifest.csv`` and
+    ``class_names.csv`` in ``out_dir``); return the manifest path.
 
     ``workers`` processes render clips in parallel (0: one per CPU); every clip has its own seeded generator,
     so the output does not depend on the number of workers."""
@@ -92,9 +93,10 @@ def generate(out_dir: str | Path, spec: DemoSpec, workers: int = 0, progress: bo
                          unit="clip", disable=not progress, mininterval=2))
     if spec.broken_files:
         rows.extend(_broken_files(video_dir, spec))
-    write_class_names(out_dir / "class_names.csv", classes(spec), extra_columns=("visual", "sound"))
-    manifest = out_dir / "manifest.csv"
-    write_manifest(manifest, rows)
+    write_class_names(class_names or out_dir / "class_names.csv", classes(spec), extra_columns=("visual", "sound"))
+    manifest = Path(manifest or out_dir / "manifest.csv")
+    write_manifest(manifest, [replace(r, path=os.path.relpath(video_dir / Path(r.path).name, manifest.parent))
+                              for r in rows])
     return manifest
 
 
@@ -327,6 +329,4 @@ def _broken_files(video_dir: Path, spec: DemoSpec) -> list[ManifestRow]:
 
 def read_factors(class_names_csv: str | Path) -> dict[str, dict[str, str]]:
     """Factor columns (here ``visual`` and ``sound``) of each class, keyed by the original class name."""
-    with open(class_names_csv, newline="") as f:
-        return {r["original"]: {k: v for k, v in r.items() if k not in ("original", "manual")}
-                for r in csv.DictReader(f)}
+    return read_class_factors(class_names_csv)

@@ -9,8 +9,10 @@ from extractors.sources.manifest import ManifestRow, write_class_names, write_ma
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg", ".flv")
 
 
-def scan(root: str | Path, out_dir: str | Path, descriptions: dict[str, str] | None = None) -> Path:
-    """Write ``manifest.csv`` and ``class_names.csv`` for the folder tree under ``root``.
+def scan(root: str | Path, out_dir: str | Path, descriptions: dict[str, str] | None = None,
+         manifest: str | Path | None = None, class_names: str | Path | None = None) -> Path:
+    """Write the manifest and the class-name table (default ``manifest.csv`` and ``class_names.csv`` in ``out_dir``)
+    for the folder tree under ``root``.
 
     ``descriptions`` maps a class folder name to the text to embed; by default the folder name with
     underscores turned into spaces."""
@@ -27,10 +29,10 @@ def scan(root: str | Path, out_dir: str | Path, descriptions: dict[str, str] | N
     if not rows:
         raise FileNotFoundError(f"no video files ({', '.join(VIDEO_SUFFIXES)}) under {root}/<class>/")
     out_dir = Path(out_dir)
-    manifest = out_dir / "manifest.csv"
+    manifest = Path(manifest or out_dir / "manifest.csv")
     write_manifest(manifest, rows)
     names = sorted({r.label for r in rows})
     descriptions = descriptions or {}
-    write_class_names(out_dir / "class_names.csv",
+    write_class_names(class_names or out_dir / "class_names.csv",
                       [{"original": n, "manual": descriptions.get(n, n.replace("_", " "))} for n in names])
     return manifest

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from extractors.io import atomic_path
+from avzsl.common import atomic_path
 
 MANIFEST_COLUMNS = ("video_id", "path", "label", "group")
 
@@ -69,9 +69,11 @@ def write_class_names(path: str | Path, rows: Iterable[dict], extra_columns: Seq
             w.writerow(r)
 
 
-def read_class_names(path: str | Path) -> dict[str, str]:
-    """``original -> manual`` (the text to embed for each class)."""
+def read_class_table(path: str | Path) -> dict[str, dict[str, str]]:
+    """Every row of a class-name table by its ``original`` class name: ``manual`` and any extra columns."""
     path = Path(path)
+    if not path.exists():
+        raise ManifestError(f"class-name table not found: {path}")
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if not {"original", "manual"} <= set(reader.fieldnames or []):
@@ -80,5 +82,15 @@ def read_class_names(path: str | Path) -> dict[str, str]:
         for r in reader:
             if r["original"] in table:
                 raise ManifestError(f"{path}: class {r['original']!r} listed twice")
-            table[r["original"]] = r["manual"]
+            table[r["original"]] = {k: v for k, v in r.items() if k != "original"}
     return table
+
+
+def read_class_names(path: str | Path) -> dict[str, str]:
+    """``original -> manual`` (the text to embed for each class)."""
+    return {original: row["manual"] for original, row in read_class_table(path).items()}
+
+
+def read_class_factors(path: str | Path) -> dict[str, dict[str, str]]:
+    """The extra columns of each class (e.g. the demo's ``visual`` and ``sound``), by original class name."""
+    return {original: {k: v for k, v in row.items() if k != "manual"} for original, row in read_class_table(path).items()}

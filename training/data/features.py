@@ -19,8 +19,8 @@ import numpy as np
 import torch
 
 from extractors.feature_store import MODALITIES, FeatureStore
+from extractors.splits import read_splits
 from extractors.text_store import TextEmbeddings
-from training.data.splits import read_splits
 
 log = logging.getLogger("avzsl.data")
 

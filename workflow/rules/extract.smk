@@ -1,5 +1,6 @@
 """Extract: per-window audio and visual features in shards, merged into one feature store per dataset and
-feature set; or the per-video features of a released AVCA tree, imported into the same store format."""
+feature set; or the per-video features of a released AVCA tree, imported into the same store format.
+"""
 
 
 rule extract_shard:
@@ -7,36 +8,35 @@ rule extract_shard:
         manifest="resources/{dataset}/manifest.csv",
     output:
         "results/features/{dataset}/{feature_set}/shards/{shard}.h5",
-    params:
-        backbone=lambda w: config["feature_sets"][w.feature_set]["backbone"],
-        backbone_params=lambda w: json.dumps(config["feature_sets"][w.feature_set]["params"], sort_keys=True),
-        shards=config["extract"]["shards"],
-        decoder=config["extract"]["decoder"],
-        batch_windows=config["extract"]["batch_windows"],
-        device=config["extract"]["device"],
-        precision=config["extract"]["precision"],
-        max_seconds=lambda w: ("" if config["extract"]["max_seconds"] is None
-                               else f"--max-seconds {config['extract']['max_seconds']}"),
+    log:
+        "logs/extract_shard/{dataset}/{feature_set}/{shard}.log",
+    benchmark:
+        "benchmarks/extract_shard/{dataset}/{feature_set}/{shard}.tsv"
     wildcard_constraints:
         dataset=VIDEO_DATASETS,
         shard=r"\d+",
+    conda:
+        ENV
     threads: config["extract"]["workers"] + 1  # decode workers + the process that runs the backbone
     resources:
         gpu=config["extract"]["gpus"],
         mem_mb=4000,
         runtime=240,
-    log:
-        "logs/extract_shard/{dataset}/{feature_set}/{shard}.log",
-    benchmark:
-        "benchmarks/extract_shard/{dataset}/{feature_set}/{shard}.tsv"
-    conda:
-        ENV
+    params:
+        backbone=backbone_of,
+        backbone_params=backbone_params,
+        shards=config["extract"]["shards"],
+        decoder=config["extract"]["decoder"],
+        batch_windows=config["extract"]["batch_windows"],
+        device=config["extract"]["device"],
+        precision=config["extract"]["precision"],
+        max_seconds=max_seconds_option,
     shell:
         "python -m training.cli --quiet --threads 1 extract --manifest {input.manifest:q} --shard {wildcards.shard}"
         " --shards {params.shards}"
         " --backbone {params.backbone} --params {params.backbone_params:q} --decoder {params.decoder}"
         " --workers $(( {threads} - 1 )) --batch-windows {params.batch_windows} --device {params.device}"
-        " --precision {params.precision} {params.max_seconds} --out {output:q} > {log:q} 2>&1"
+        " --precision {params.precision} {params.max_seconds:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule merge_features:
@@ -45,35 +45,37 @@ rule merge_features:
     output:
         features="results/features/{dataset}/{feature_set}/features.h5",
         failures="results/features/{dataset}/{feature_set}/failed_media.tsv",
+    log:
+        "logs/merge_features/{dataset}/{feature_set}.log",
     wildcard_constraints:
         dataset=VIDEO_DATASETS,
+    conda:
+        ENV
     resources:
         mem_mb=4000,
         runtime=30,
-    log:
-        "logs/merge_features/{dataset}/{feature_set}.log",
-    conda:
-        ENV
     shell:
-        "python -m training.cli --quiet --threads {threads} merge-features --out {output.features:q} --failures {output.failures:q} {input:q} > {log:q} 2>&1"
+        "python -m training.cli --quiet --threads {threads} merge-features --out {output.features:q}"
+        " --failures {output.failures:q} {input:q} > {log:q} 2>&1"
 
 
 rule import_released_features:
     output:
         "results/features/{dataset}/{feature_set}/features.h5",
+    log:
+        "logs/import_released_features/{dataset}/{feature_set}.log",
+    wildcard_constraints:
+        dataset=RELEASED_DATASETS,
+    conda:
+        ENV
+    resources:
+        mem_mb=8000,
+        runtime=60,
     params:
         root=lambda w: released(w)["root"],
         name=lambda w: released(w)["dataset"],
         layout=lambda w: released(w)["layout"],
-    wildcard_constraints:
-        dataset=RELEASED_DATASETS,
-    resources:
-        mem_mb=8000,
-        runtime=60,
-    log:
-        "logs/import_released_features/{dataset}/{feature_set}.log",
-    conda:
-        ENV
     shell:
-        "python -m training.cli --quiet --threads {threads} import-avca features --root {params.root:q} --dataset {params.name}"
-        " --feature-set {wildcards.feature_set} --layout {params.layout} --out {output:q} > {log:q} 2>&1"
+        "python -m training.cli --quiet --threads {threads} import-avca features --root {params.root:q}"
+        " --dataset {params.name} --feature-set {wildcards.feature_set} --layout {params.layout}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -1,55 +1,34 @@
-"""Report: every test result in one table."""
+"""Report: the results tables, all built by one rule from their models' test results: `summary` (the configured
+models) and the tables of report.tables in the configuration (Table I and DAAN's Table II ablation by default);
+`snakemake <table name>` builds one of the latter."""
 
 
 rule summary:
     input:
-        test_results(config["models"]),
+        table_results,
     output:
-        csv="results/summary.csv",
-        md="results/summary.md",
-    params:
-        title=config["report"]["title"],
-        order=",".join(config["models"]),
+        csv="results/{table}.csv",
+        md="results/{table}.md",
     log:
-        "logs/summary.log",
+        "logs/summary/{table}.log",
+    wildcard_constraints:
+        table="|".join(re.escape(t) for t in TABLES),
     conda:
         ENV
-    shell:
-        "python -m training.cli --quiet --threads {threads} report --csv {output.csv:q} --md {output.md:q}"
-        " --title {params.title:q} --order {params.order} {input:q} > {log:q} 2>&1"
-
-
-rule ablation:
-    """DAAN's ablation (Table II): Base, + QDMA, + CSGM with the convergence rate only, full DAAN."""
-    input:
-        test_results(ABLATION),
-    output:
-        csv="results/ablation.csv",
-        md="results/ablation.md",
     params:
-        order=",".join(ABLATION),
-    log:
-        "logs/ablation.log",
-    conda:
-        ENV
+        title=lambda w: TABLES[w.table]["title"],
+        order=lambda w: ",".join(TABLES[w.table]["models"]),
+        flat=lambda w: "--flat" if TABLES[w.table]["layout"] == "flat" else "",
     shell:
         "python -m training.cli --quiet --threads {threads} report --csv {output.csv:q} --md {output.md:q}"
-        " --title 'DAAN ablation (Table II)' --order {params.order} --flat {input:q} > {log:q} 2>&1"
+        " --title {params.title:q} --order {params.order} {params.flat} {input:q} > {log:q} 2>&1"
 
 
-rule table1:
-    """Every model on every active dataset and feature set, laid out like Table I of the DAAN paper."""
-    input:
-        test_results(TABLE1),
-    output:
-        csv="results/table1.csv",
-        md="results/table1.md",
-    params:
-        order=",".join(TABLE1),
-    log:
-        "logs/table1.log",
-    conda:
-        ENV
-    shell:
-        "python -m training.cli --quiet --threads {threads} report --csv {output.csv:q} --md {output.md:q}"
-        " --title 'Audio-visual (G)ZSL: all models (Table I layout)' --order {params.order} {input:q} > {log:q} 2>&1"
+# a target per configured table, so that `snakemake table1` or `snakemake ablation` builds that table
+for _name in config["report"]["tables"]:
+
+    rule:
+        name:
+            _name
+        input:
+            table_outputs(_name),

@@ -7,43 +7,47 @@ rule class_text:
         class_names=class_names_input,
     output:
         "results/text/{dataset}/text.h5",
+    log:
+        "logs/class_text/{dataset}.log",
+    wildcard_constraints:
+        dataset=VIDEO_DATASETS,
+    conda:
+        ENV
+    resources:
+        mem_mb=3000,
+        runtime=20,
     params:
         encoder=config["text"]["encoder"],
         encoder_params=json.dumps(config["text"]["params"], sort_keys=True),
         template=config["text"]["template"],
-        splits=lambda w, input: str(Path(input.splits[0]).parent),
-    wildcard_constraints:
-        dataset=VIDEO_DATASETS,
-    resources:
-        mem_mb=3000,
-        runtime=20,
-    log:
-        "logs/class_text/{dataset}.log",
-    conda:
-        ENV
+        splits=lambda w, input: folder_of(input.splits),
     shell:
-        "python -m training.cli --quiet --threads {threads} text --splits {params.splits:q} --class-names {input.class_names:q} --encoder {params.encoder}"
-        " --params {params.encoder_params:q} --template {params.template:q} --out {output:q} > {log:q} 2>&1"
+        "python -m training.cli --quiet --threads {threads} text --splits {params.splits:q}"
+        " --class-names {input.class_names:q} --encoder {params.encoder} --params {params.encoder_params:q}"
+        " --template {params.template:q} --out {output:q} > {log:q} 2>&1"
 
 
 rule import_released_text:
-    input:
-        text_split_inputs,
     output:
         "results/text/{dataset}/text.h5",
+    log:
+        "logs/import_released_text/{dataset}.log",
+    wildcard_constraints:
+        dataset=RELEASED_DATASETS,
+    conda:
+        ENV
     params:
         root=lambda w: released(w)["root"],
         name=lambda w: released(w)["dataset"],
         feature_set=lambda w: DATASETS[w.dataset]["feature_sets"][0],
-        legacy=lambda w: "--legacy-reference-order" if released(w)["legacy_reference_order"] else "",
-        npy=lambda w: ["--npy", released(w)["text_npy"]] if released(w)["text_npy"] else [],
+        legacy=lambda w: (
+            "--legacy-reference-order" if released(w)["legacy_reference_order"] else ""
+        ),
+        npy=lambda w: (
+            ["--npy", released(w)["text_npy"]] if released(w)["text_npy"] else []
+        ),
         layout=lambda w: released(w)["layout"],
-    wildcard_constraints:
-        dataset=RELEASED_DATASETS,
-    log:
-        "logs/import_released_text/{dataset}.log",
-    conda:
-        ENV
     shell:
-        "python -m training.cli --quiet --threads {threads} import-avca text --root {params.root:q} --dataset {params.name} --feature-set {params.feature_set}"
-        " --layout {params.layout} {params.legacy} {params.npy:q} --out {output:q} > {log:q} 2>&1"
+        "python -m training.cli --quiet --threads {threads} import-avca text --root {params.root:q}"
+        " --dataset {params.name} --feature-set {params.feature_set} --layout {params.layout} {params.legacy}"
+        " {params.npy:q} --out {output:q} > {log:q} 2>&1"

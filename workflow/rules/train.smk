@@ -6,50 +6,51 @@ rule train_stage1:
     input:
         unpack(run_inputs),
     output:
-        "results/runs/{dataset}/{feature_set}/{model}/seed{seed}/stage1/selection.json",
-    params:
-        run=run_config,
-        run_dir=lambda w: f"{run_dir(w)}/stage1",
+        rd.selection_path(RUN),
+    log:
+        "logs/train_stage1/{dataset}/{feature_set}/{model}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train_stage1/{dataset}/{feature_set}/{model}/seed{seed}.tsv"
     wildcard_constraints:
         seed=r"\d+",
+    conda:
+        ENV
     threads: config["training"]["threads"]
     resources:
         gpu=config["training"]["gpus"],
         mem_mb=config["training"]["mem_mb"],
         runtime=600,
-    log:
-        "logs/train_stage1/{dataset}/{feature_set}/{model}/seed{seed}.log",
-    benchmark:
-        "benchmarks/train_stage1/{dataset}/{feature_set}/{model}/seed{seed}.tsv"
-    conda:
-        ENV
+    params:
+        run=run_config,
+        run_dir=stage_dir(1),
     shell:
-        "python -m training.cli --quiet --threads {threads} train --stage 1 --run-config {params.run:q} --run-dir {params.run_dir:q} --out {output:q}"
-        " --mem-mb {resources.mem_mb} > {log:q} 2>&1"
+        "python -m training.cli --quiet --threads {threads} train --stage 1 --run-config {params.run:q}"
+        " --run-dir {params.run_dir:q} --out {output:q} --mem-mb {resources.mem_mb} > {log:q} 2>&1"
 
 
 rule train_stage2:
     input:
         unpack(run_inputs),
-        selection="results/runs/{dataset}/{feature_set}/{model}/seed{seed}/stage1/selection.json",
+        selection=rd.selection_path(RUN),
     output:
-        "results/runs/{dataset}/{feature_set}/{model}/seed{seed}/stage2/model.pt",
-    params:
-        run=run_config,
-        run_dir=lambda w: f"{run_dir(w)}/stage2",
+        rd.model_path(RUN),
+    log:
+        "logs/train_stage2/{dataset}/{feature_set}/{model}/seed{seed}.log",
+    benchmark:
+        "benchmarks/train_stage2/{dataset}/{feature_set}/{model}/seed{seed}.tsv"
     wildcard_constraints:
         seed=r"\d+",
+    conda:
+        ENV
     threads: config["training"]["threads"]
     resources:
         gpu=config["training"]["gpus"],
         mem_mb=config["training"]["mem_mb"],
         runtime=600,
-    log:
-        "logs/train_stage2/{dataset}/{feature_set}/{model}/seed{seed}.log",
-    benchmark:
-        "benchmarks/train_stage2/{dataset}/{feature_set}/{model}/seed{seed}.tsv"
-    conda:
-        ENV
+    params:
+        run=run_config,
+        run_dir=stage_dir(2),
     shell:
-        "python -m training.cli --quiet --threads {threads} train --stage 2 --run-config {params.run:q} --run-dir {params.run_dir:q}"
-        " --selection {input.selection:q} --mem-mb {resources.mem_mb} > {log:q} 2>&1"
+        "python -m training.cli --quiet --threads {threads} train --stage 2 --run-config {params.run:q}"
+        " --run-dir {params.run_dir:q} --selection {input.selection:q} --model-out {output:q}"
+        " --mem-mb {resources.mem_mb} > {log:q} 2>&1"

@@ -19,18 +19,18 @@ published numbers were computed with.
 
 from __future__ import annotations
 
-import csv
 import logging
 from pathlib import Path
 
 import h5py
 import numpy as np
 
+from avzsl.common import config_hash
 from extractors.feature_store import StoreSpec, VideoFeatures, write_store
-from extractors.io import config_hash
+from extractors.safe_pickle import load_npy, load_pickle
+from extractors.sources.manifest import read_class_names
+from extractors.splits import SplitError, Splits, read_splits, write_splits
 from extractors.text_store import write_text_store
-from training.data.safe_pickle import load_npy, load_pickle
-from training.data.splits import SplitError, Splits, read_splits, write_splits
 
 DATASETS = {  # tree name -> (text file key, class-name csv)
     "UCF": ("ucf", "ucf_w2v_class_names.csv"),
@@ -170,8 +170,7 @@ def read_manual_names(root: str | Path, dataset: str) -> dict[str, str]:
     path = dataset_dir(root, dataset) / "class-split" / DATASETS[dataset][1]
     if not path.exists():
         raise ReleasedTreeError(f"class-name table not found: {path}")
-    with open(path, newline="") as f:
-        return {r["original"]: r["manual"] for r in csv.DictReader(f)}
+    return read_class_names(path)
 
 
 def text_file(root: str | Path, dataset: str, feature_set: str, layout: str = "avca") -> Path:

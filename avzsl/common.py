@@ -1,4 +1,5 @@
-"""Small I/O helpers shared by every stage: atomic writes, hashing and code provenance."""
+"""What both stages (extractors/ and training/) share: atomic writes with the umask's permissions, content digests
+and hashes, quarantining damaged files, and code provenance (git SHA, code version)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout, when the code runs from one
 
 
 @contextlib.contextmanager
@@ -113,8 +114,10 @@ def code_version() -> str:
     global _CODE_VERSION
     if _CODE_VERSION is None:
         try:
+            if not (SOURCE_ROOT / ".git").exists():  # an installed copy: its own version, not a surrounding repo's
+                raise OSError("not a checkout")
             out = subprocess.run(
-                ["git", "-C", str(REPO_ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
+                ["git", "-C", str(SOURCE_ROOT), "describe", "--always", "--dirty", "--abbrev=12"],
                 capture_output=True, text=True, timeout=10, check=True,
             )
             _CODE_VERSION = "git:" + out.stdout.strip()
@@ -130,8 +133,28 @@ def code_version() -> str:
 
 def git_sha() -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"],
+        if not (SOURCE_ROOT / ".git").exists():
+            return None
+        out = subprocess.run(["git", "-C", str(SOURCE_ROOT), "rev-parse", "HEAD"],
                              capture_output=True, text=True, timeout=10, check=True)
         return out.stdout.strip()
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def json_arg(text: str) -> dict:
+    """A command-line argument holding a JSON object, inline or as a file path."""
+    import argparse
+
+    if not text:
+        return {}
+    p = Path(text)
+    if not text.lstrip().startswith("{") and p.exists():
+        text = p.read_text()
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("expected a JSON object")
+    return value

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extractors.io import atomic_path, canonical_json
+from avzsl.common import atomic_path, canonical_json
 
 STAGES = ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen",
           "stage_2_train", "stage_2_test_seen", "stage_2_test_unseen")

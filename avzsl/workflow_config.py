@@ -1,0 +1,206 @@
+"""The workflow configuration beyond its JSON schema.
+
+``workflow/schemas/config.schema.yaml`` says what every key is, its type and its default; Snakemake's ``validate``
+checks it and fills the defaults. What a schema cannot say is checked here, before anything runs: datasets that are
+named but not defined, missing feature roots and folders, split files that overlap or leave a class without videos,
+split recipes that leave fewer than two seen classes, unknown models and hyper-parameters, and the results tables.
+
+Imports no torch unless the configuration overrides model hyper-parameters (then the model registry tells which
+exist and of which kind), so that building the DAG of a default run stays fast.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from extractors.splits import SplitError, read_splits
+from training.config import (
+    ConfigError,
+    available_models,
+    check_hparam_types,
+    merge_overrides,
+    resolve_hparams,
+)
+
+SUMMARY = "summary"  # the table of the configured models, always built
+
+
+def schema_error_in(exc: BaseException):
+    """The jsonschema error behind an exception (Snakemake's ``validate`` raises its own error while handling it)."""
+    while exc is not None:
+        if hasattr(exc, "absolute_path") and hasattr(exc, "validator"):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def describe_schema_error(err) -> str:
+    """One line for a :class:`jsonschema.ValidationError`: the key path and what is wrong with it."""
+    where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+    if err.validator == "additionalProperties":
+        unknown = re.findall(r"'([^']+)' w(?:as|ere) unexpected", err.message)
+        return f"config: unknown key {', '.join(unknown) or err.message} in {where}"
+    return f"config: {where}: {err.message}"
+
+
+def check_config(cfg: dict) -> None:
+    """Everything the schema cannot check, on a configuration whose defaults are filled."""
+    for name in cfg["active_datasets"]:
+        if name not in cfg["datasets"]:
+            raise ConfigError(f"config: active_datasets names {name!r}, which is not defined under datasets "
+                              f"(defined: {', '.join(sorted(cfg['datasets'])) or 'none'})")
+        _check_dataset(name, cfg["datasets"][name], cfg)
+    _check_models(cfg)
+    _check_tables(cfg)
+
+
+def _check_dataset(name: str, ds: dict, cfg: dict) -> None:
+    where = f"datasets.{name}"
+    if ds["source"] == "released_avca":
+        _check_released(where, ds)
+        return
+    for fs in ds["feature_sets"]:
+        if fs not in cfg["feature_sets"]:
+            raise ConfigError(f"config: {where}.feature_sets names {fs!r}, which is not defined under feature_sets")
+    if ds["source"] == "local":
+        root = ds["local"]["root"]
+        if not root or not Path(root).is_dir():
+            raise ConfigError(f"config: {where}.local.root: video folder not found: {root!r}")
+    official = ds["splits"]["official_dir"]
+    if official:
+        if not Path(official).is_dir():
+            raise ConfigError(f"config: {where}.splits.official_dir: folder not found: {official}")
+        _check_splits(where, lambda: read_splits(official))
+    else:
+        _check_split_recipe(where, ds)
+
+
+def _check_released(where: str, ds: dict) -> None:
+    from extractors.sources.released_avca import read_tree_splits
+
+    rel = ds["released_avca"]
+    if not rel["root"]:
+        raise ConfigError(f"config: {where}.released_avca.root must name the released AVCA feature folder")
+    root = Path(rel["root"])
+    if not root.is_dir():
+        raise ConfigError(f"config: {where}.released_avca.root: feature root not found: {root}")
+    if not (root / rel["dataset"]).is_dir():
+        raise ConfigError(f"config: {where}.released_avca.root: {root} has no {rel['dataset']}/ folder")
+    bad = [f for f in ds["feature_sets"] if f not in ("main", "cls")]
+    if bad:
+        raise ConfigError(f"config: {where}.feature_sets: released AVCA feature sets are main and cls, not {bad}")
+    for fs in ds["feature_sets"]:
+        _check_splits(where, lambda fs=fs: read_tree_splits(root, rel["dataset"], fs))
+    if rel["text_npy"] and not Path(rel["text_npy"]).is_file():
+        raise ConfigError(f"config: {where}.released_avca.text_npy: file not found: {rel['text_npy']}")
+
+
+def _check_split_recipe(where: str, ds: dict) -> None:
+    """Splits built here must leave at least two seen classes: fewer cannot be trained or calibrated."""
+    if ds["source"] == "demo":
+        n_classes = ds["demo"]["n_visuals"] * ds["demo"]["n_sounds"]
+    else:
+        n_classes = sum(1 for p in Path(ds["local"]["root"]).iterdir() if p.is_dir())
+    n_unseen = ds["splits"]["n_val_unseen"] + ds["splits"]["n_test_unseen"]
+    if n_classes - n_unseen < 2:
+        raise ConfigError(f"config: {where}.splits: {n_unseen} unseen classes (n_val_unseen + n_test_unseen) out of "
+                          f"{n_classes} leave {n_classes - n_unseen} seen; at least two are needed")
+
+
+def _check_splits(where: str, read) -> None:
+    """Split files given as input are checked before anything runs (e.g. unseen classes that are also seen)."""
+    try:
+        read()
+    except (SplitError, FileNotFoundError) as e:
+        raise ConfigError(f"config: {where}: {e}") from None
+
+
+# ------------------------------------------------------------------------------------------------ models
+def run_overrides(cfg: dict, model: str) -> dict:
+    """The overrides of one model's runs: those for every model, then the model's own."""
+    training = cfg["training"]
+    return merge_overrides(training["overrides"], training["model_overrides"].get(model))
+
+
+def resolve_run_hparams(cfg: dict, model: str, ds: dict, feature_set: str) -> dict:
+    try:
+        return resolve_hparams(model, ds["hparams"], feature_set, run_overrides(cfg, model))
+    except ConfigError as e:
+        raise ConfigError(f"config: {e}") from None
+
+
+def _check_models(cfg: dict) -> None:
+    known = available_models()
+    for model in cfg["models"]:
+        if model not in known:
+            raise ConfigError(f"config: models: unknown model {model!r}; available models: {', '.join(known)}")
+    for model in cfg["training"]["model_overrides"]:
+        if model not in known:
+            raise ConfigError(f"config: training.model_overrides names {model!r}, which is not a model "
+                              f"(known: {', '.join(known)})")
+    for ds_name in cfg["active_datasets"]:
+        ds = cfg["datasets"][ds_name]
+        for fs in ds["feature_sets"]:
+            for model in cfg["models"]:
+                resolve_run_hparams(cfg, model, ds, fs)  # profiles exist, training settings are valid
+    if _overrides_model_params(cfg):
+        _check_model_overrides(cfg)
+
+
+def _overrides_model_params(cfg: dict) -> bool:
+    training = cfg["training"]
+    return bool(training["overrides"].get("model")) or any(o.get("model")
+                                                           for o in training["model_overrides"].values())
+
+
+def _check_model_overrides(cfg: dict) -> None:
+    """Overridden hyper-parameters exist and have their declared kind (the shipped profiles are checked by tests)."""
+    from training.models import get_model_class
+
+    for model in cfg["models"]:
+        hparams = get_model_class(model).hparams
+        training = cfg["training"]
+        for where, ov in [("training.overrides", training["overrides"]),
+                          (f"training.model_overrides.{model}", training["model_overrides"].get(model, {}))]:
+            given = ov.get("model", {})
+            unknown = sorted(set(given) - set(hparams))
+            if unknown:
+                raise ConfigError(f"config: {where}.model: model {model!r} has no hyper-parameter(s) {unknown}")
+            try:
+                check_hparam_types(hparams, given, f"{model} model ({where}.model)")
+            except ConfigError as e:
+                raise ConfigError(f"config: {e}") from None
+
+
+# ------------------------------------------------------------------------------------------------ tables
+def tables(cfg: dict) -> dict[str, dict]:
+    """Every results table by name: the summary of the configured models, then ``report.tables``. Within a table
+    grouped by type, the configured models come first, in their configured order (as the summary lists them), then
+    the table's other models; a flat table keeps exactly its listed order (e.g. Table II, top to bottom)."""
+    summary = {"title": cfg["report"]["title"], "models": list(cfg["models"]), "layout": "by_type",
+               "in_default_target": True}
+    out = {SUMMARY: summary}
+    for name, table in cfg["report"]["tables"].items():
+        models = table["models"]
+        if table["layout"] == "by_type":
+            models = [m for m in cfg["models"] if m in models] + [m for m in models if m not in cfg["models"]]
+        out[name] = {**table, "models": models}
+    return out
+
+
+def default_tables(cfg: dict) -> list[str]:
+    """Tables the default target builds: the summary, and each table marked so whose models are all configured."""
+    configured = set(cfg["models"])
+    return [name for name, t in tables(cfg).items() if t["in_default_target"] and set(t["models"]) <= configured]
+
+
+def _check_tables(cfg: dict) -> None:
+    if SUMMARY in cfg["report"]["tables"]:
+        raise ConfigError(f"config: report.tables: {SUMMARY!r} is the table of the configured models; "
+                          "give this table another name")
+    known = available_models()
+    for name, table in cfg["report"]["tables"].items():
+        unknown = [m for m in table["models"] if m not in known]
+        if unknown:
+            raise ConfigError(f"config: report.tables.{name}.models: unknown model(s) {unknown}")

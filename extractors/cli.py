@@ -1,0 +1,178 @@
+"""The preparation commands of ``avzsl``: everything that turns raw inputs into stored artefacts.
+
+    demo-data       generate the offline demo dataset (videos, manifest, class names)
+    scan-folder     manifest for a local folder of <class>/<video> files
+    extract         per-window features for one shard of a manifest
+    merge-features  join shard stores into one feature store
+    build-splits    two-stage zero-shot splits from a manifest
+    copy-splits     check an official split folder and write it in canonical form
+    text            class text embeddings
+    import-avca     features, splits or text from a released AVCA feature tree
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from avzsl.common import json_arg
+
+TITLE = "preparation (extractors/): raw inputs to stored features, splits and text"
+
+
+def cmd_demo_data(a):
+    from extractors.sources.demo import DemoSpec, generate
+
+    out = Path(a.manifest).parent
+    print(generate(out, DemoSpec.from_dict(a.spec), workers=a.workers, progress=not a.quiet, manifest=a.manifest,
+                   class_names=a.class_names))
+
+
+def cmd_scan_folder(a):
+    from extractors.sources.local import scan
+
+    print(scan(a.root, Path(a.manifest).parent, a.descriptions, manifest=a.manifest, class_names=a.class_names))
+
+
+def cmd_extract(a):
+    from extractors.extract import ExtractOptions, extract_shard
+
+    opts = ExtractOptions(decoder=a.decoder, workers=a.workers, batch_windows=a.batch_windows, device=a.device,
+                          precision=a.precision, max_seconds=a.max_seconds, progress=not a.quiet)
+    stats = extract_shard(a.manifest, a.shard, a.shards, a.backbone, a.params, a.out, opts)
+    print(json.dumps(stats, indent=2))
+
+
+def cmd_merge_features(a):
+    from extractors.feature_store import FeatureStore, merge_stores, write_failures_tsv
+
+    n = merge_stores(a.shards, a.out)
+    failures = FeatureStore(a.out).failures()
+    logging.getLogger("avzsl").info("merged %d shards: %d videos, %d failed media", len(a.shards), n, len(failures))
+    if a.failures:
+        write_failures_tsv(a.failures, failures)
+
+
+def cmd_build_splits(a):
+    from extractors.sources.demo import read_factors
+    from extractors.sources.manifest import read_manifest
+    from extractors.splits import SplitRecipe, build_splits, write_splits
+
+    rows = read_manifest(a.manifest)
+    recipe = SplitRecipe(**a.recipe)
+    factors = read_factors(a.class_names) if a.class_names and a.cover_factors else None
+    splits = build_splits([(r.video_id, r.label, r.group) for r in rows], recipe, factors)
+    write_splits(a.out, splits)
+    print(json.dumps({s: [len(splits.classes[s]), len(splits.videos[s])] for s in splits.classes}, indent=1))
+
+
+def cmd_copy_splits(a):
+    from extractors.splits import read_splits, write_splits
+
+    write_splits(a.out, read_splits(a.src, a.all_class))
+
+
+def cmd_text(a):
+    from extractors.sources.manifest import read_class_names
+    from extractors.splits import read_splits
+    from extractors.text_encoders import encode
+    from extractors.text_store import write_text_store
+
+    classes = read_splits(a.splits).all_classes
+    manual = read_class_names(a.class_names)
+    missing = [c for c in classes if c not in manual]
+    if missing:
+        raise ValueError(f"{a.class_names} has no text for classes {missing[:5]}")
+    texts = [a.template.format(manual[c]) for c in classes]
+    vectors = encode(texts, a.encoder, a.params)
+    write_text_store(a.out, classes, texts, vectors, a.encoder, {**a.params, "template": a.template})
+
+
+def cmd_import_avca(a):
+    from extractors.sources import released_avca as R
+
+    if a.what == "features":
+        out = R.import_features(a.root, a.dataset, a.feature_set, a.out, a.layout)
+    elif a.what == "splits":
+        R.import_splits(a.root, a.dataset, a.feature_set, a.out)
+        out = {"splits": str(a.out)}
+    else:
+        out = R.import_text(a.root, a.dataset, a.feature_set, a.out, a.legacy_reference_order, a.npy, a.layout)
+    print(json.dumps(out))
+
+
+def add_commands(sub: argparse._SubParsersAction) -> list[str]:
+    """Register the preparation commands; returns their names (for the grouped help)."""
+    p = sub.add_parser("demo-data", help="generate the offline demo dataset")
+    p.add_argument("--manifest", required=True, help="manifest to write (the clips go to videos/ beside it)")
+    p.add_argument("--class-names", required=True, help="class-name table to write")
+    p.add_argument("--spec", type=json_arg, default={})
+    p.add_argument("--workers", type=int, default=0)
+    p.set_defaults(func=cmd_demo_data)
+
+    p = sub.add_parser("scan-folder", help="manifest for <root>/<class>/<video> files")
+    p.add_argument("--root", required=True)
+    p.add_argument("--manifest", required=True, help="manifest to write")
+    p.add_argument("--class-names", required=True, help="class-name table to write")
+    p.add_argument("--descriptions", type=json_arg, default={})
+    p.set_defaults(func=cmd_scan_folder)
+
+    p = sub.add_parser("extract", help="features for one shard of a manifest")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--shards", type=int, default=1)
+    p.add_argument("--backbone", default="handcrafted")
+    p.add_argument("--params", type=json_arg, default={})
+    p.add_argument("--out", required=True)
+    p.add_argument("--decoder", default="pyav", choices=["pyav", "decord"])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--batch-windows", type=int, default=256)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    p.add_argument("--max-seconds", type=float, default=None)
+    p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("merge-features", help="join shard stores")
+    p.add_argument("--out", required=True)
+    p.add_argument("--failures", help="also write failed media as TSV here")
+    p.add_argument("shards", nargs="+")
+    p.set_defaults(func=cmd_merge_features)
+
+    p = sub.add_parser("build-splits", help="two-stage zero-shot splits from a manifest")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--class-names")
+    p.add_argument("--cover-factors", action="store_true",
+                   help="keep every class attribute of unseen classes covered by training classes")
+    p.add_argument("--recipe", type=json_arg, required=True)
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_build_splits)
+
+    p = sub.add_parser("copy-splits", help="validate an official split folder and write it canonically")
+    p.add_argument("--src", required=True)
+    p.add_argument("--all-class")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_copy_splits)
+
+    p = sub.add_parser("text", help="class text embeddings")
+    p.add_argument("--splits", required=True, help="split folder (for the class list)")
+    p.add_argument("--class-names", required=True, help="original,manual csv")
+    p.add_argument("--encoder", default="minilm")
+    p.add_argument("--params", type=json_arg, default={})
+    p.add_argument("--template", default="{}")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_text)
+
+    p = sub.add_parser("import-avca", help="read a released AVCA (h5 means) or TCaF (pickled sequences) feature tree")
+    p.add_argument("what", choices=["features", "splits", "text"])
+    p.add_argument("--layout", default="avca", choices=["avca", "tcaf"])
+    p.add_argument("--root", required=True)
+    p.add_argument("--dataset", required=True, choices=["UCF", "ActivityNet", "VGGSound"])
+    p.add_argument("--feature-set", required=True, choices=["main", "cls"])
+    p.add_argument("--legacy-reference-order", action="store_true")
+    p.add_argument("--npy", help="text embedding .npy (default: the tree's features/<set>/text/ file)")
+    p.add_argument("--out", required=True)
+    p.set_defaults(func=cmd_import_avca)
+    return ["demo-data", "scan-folder", "extract", "merge-features", "build-splits", "copy-splits", "text",
+            "import-avca"]
