@@ -1,5 +1,7 @@
 """DAAN: QDMA, the TCN bypass, CSGM against a slow per-sample reference, the noise covariance, overfitting."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -7,7 +9,16 @@ from helpers import first_and_last_loss
 
 from training.data.features import Batch
 from training.models import MODELS, InputDims, build_model
-from training.models.csgm import GhostGrads, contribution, convergence_rates, current_packed_rows, modulate
+from training.models.csgm import (
+    GhostGrads,
+    contribution,
+    convergence_rates,
+    current_packed_rows,
+    modulate,
+    normalise_rates,
+    regulate,
+    scale_steps,
+)
 from training.models.qdma import DiffAttention, TemporalBypass
 
 SMALL = {"hidden_dim": 16, "out_dim": 8, "qk_dim": 8, "qdma_heads": 2, "attn_heads": 2, "attn_mlp_dim": 16,
@@ -299,7 +310,8 @@ def test_model_overfits_eight_samples(name):
 
 def test_ablation_variants_are_registered_like_table_ii():
     rows = {MODELS[n].display_name: MODELS[n] for n in ("daan_base", "daan_qdma", "daan_qdma_csgm_vc", "daan")}
-    assert not rows["Base (MLP + cross-attention)"].needs_sequences
+    base = rows["Base (MLP + cross-attention)"]
+    assert base.needs_sequences and not base.use_qdma and base.csgm == "none"  # same input, pooled in the model
     assert rows["Base + QDMA"].csgm == "none" and rows["Base + QDMA"].needs_sequences
     assert rows["Base + QDMA + CSGM (V_c only)"].csgm == "convergence"
     assert rows["DAAN"].csgm == "full" and rows["DAAN"].family == "Audio-visual"
@@ -316,3 +328,200 @@ def test_evaluation_never_sees_text():
 def test_ghost_refuses_unsupported_modules():
     with pytest.raises(TypeError, match="not supported"):
         GhostGrads({"x": [torch.nn.Conv1d(2, 2, 2)]})
+
+
+# ----------------------------------------------------------------------------------------------- CSGM options
+def _audio_dominant_rates(scale: float = 0.1):
+    """Embeddings where audio is already aligned with the text: its violations are `scale` times video's."""
+    g = torch.Generator().manual_seed(3)
+    w, w_n = torch.randn(32, 8, generator=g), torch.randn(32, 8, generator=g)
+    v, v_n = w + 2.0 * torch.randn(32, 8, generator=g), w + 0.3 * torch.randn(32, 8, generator=g)
+    theta = {"w": w, "v": v, "a": w + scale * (v - w)}
+    theta_neg = {"w": w_n, "v": v_n, "a": w + scale * (v_n - w)}
+    return theta, theta_neg
+
+
+def test_joint_normalisation_keeps_the_audio_versus_visual_comparison():
+    theta, theta_neg = _audio_dominant_rates(0.5)
+    joint = convergence_rates(theta, theta_neg, "joint")
+    assert float(joint["a"].mean()) < 0.1 * float(joint["v"].mean())
+    # audio's violations a tenth of video's: within each modality the batch maximum rescales audio's onto video's,
+    # and the comparison is gone; over both modalities it stays
+    video = torch.rand(16, generator=torch.Generator().manual_seed(0))
+    alone = normalise_rates({"a": 0.1 * video, "v": video}, "modality")
+    torch.testing.assert_close(alone["a"], alone["v"])
+    joint = normalise_rates({"a": 0.1 * video, "v": video}, "joint")
+    torch.testing.assert_close(joint["a"], 0.1 * joint["v"])
+
+
+@pytest.mark.parametrize("update", ["scale_step", "replace_gradient"])
+def test_the_dominant_modality_gets_the_smaller_eta_under_each_update_option(update):
+    batch, _ = _with_negatives()
+    model = _model("daan")
+    with model.ghost.capture(batch.size):
+        model._loss(batch)[0].backward()
+    theta, theta_neg = _audio_dominant_rates()
+    n = batch.size
+    v_c = {m: r[:n] for m, r in convergence_rates(theta, theta_neg, "joint").items()}
+    groups = {g: g[0] for g in model.ghost.groups}
+    mod = modulate(model.ghost, groups, v_c, 0.05, use_optimisation_rate=False, noise=0.0, normalise="joint",
+                   update=update)
+    for part in ("attention", "tcn"):
+        assert float(mod.eta[f"a_{part}"].mean()) < float(mod.eta[f"v_{part}"].mean())
+        if update == "scale_step":
+            assert float(mod.step_scale[f"a_{part}"]) < float(mod.step_scale[f"v_{part}"])
+
+
+def _one_adam_step_change(update: str, eta: float, group: str = "a_tcn") -> torch.Tensor:
+    batch, _ = _with_negatives()
+    model = _model("daan", seed=1)
+    opt = model.configure_optimizers(1e-3, 0.0)[0]
+    opt.zero_grad(set_to_none=True)
+    with model.ghost.capture(batch.size):
+        model._loss(batch)[0].backward()
+    groups = {g: g[0] for g in model.ghost.groups}
+    v_c = {m: torch.full((batch.size,), eta) for m in ("a", "v")}
+    mod = modulate(model.ghost, groups, v_c, 0.0, use_optimisation_rate=False, noise=0.0, update=update)
+    param = model.ghost.params(group)[0]
+    before = param.detach().clone()
+    with scale_steps(model.ghost, mod.step_scale):
+        opt.step()
+    return param.detach() - before
+
+
+def test_under_adam_step_scaling_halves_the_step_and_gradient_replacement_does_not():
+    """Why the step-scaling option exists: Adam divides a gradient by its own running magnitude, so a factor shared by
+    a whole part (η = 0.5 for every sample) cancels when it only scales the gradient."""
+    full, half = _one_adam_step_change("scale_step", 1.0), _one_adam_step_change("scale_step", 0.5)
+    torch.testing.assert_close(half, 0.5 * full, atol=1e-7, rtol=1e-4)
+    full, half = _one_adam_step_change("replace_gradient", 1.0), _one_adam_step_change("replace_gradient", 0.5)
+    torch.testing.assert_close(half, full, atol=1e-6, rtol=1e-3)  # the same step: η had no effect
+
+
+def test_training_logs_what_csgm_does(tiny_dataset, tmp_path):
+    """Per epoch: η's mean and spread per modality and part, and the QDMA gradient norms before and after."""
+    import json
+
+    import training.engine as engine
+    from training.config import RunConfig, TrainConfig, resolve_hparams
+
+    hp = resolve_hparams("daan", "demo")
+    cfg = RunConfig(model="daan", seed=0, train=TrainConfig.from_dict({**hp["train"], "epochs": 2, "n_batches": 3,
+                                                                      "batch_size": 8}),
+                    model_params={**hp["model"], **SMALL}, features=str(tiny_dataset["features"]),
+                    splits=str(tiny_dataset["splits"]), text=str(tiny_dataset["text"]), device="cpu")
+    engine.train_stage(cfg, 1, tmp_path / "run", progress=False)
+    records = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    for r in records:
+        stats = r["stats"]
+        for part in ("a_attention", "a_tcn", "v_attention", "v_tcn"):
+            assert cfg.model_params["gamma"] <= stats[f"eta_mean.{part}"] <= 1.0
+            assert stats[f"eta_std.{part}"] >= 0.0
+        for m in ("a", "v"):
+            assert stats[f"grad_before.{m}"] > 0 and stats[f"grad_after.{m}"] > 0
+
+
+def test_base_reads_the_same_per_step_input_pooled_inside_the_model():
+    batch, _ = _batch()
+    model = _model("daan_base")
+    model.eval()
+    assert type(model).needs_sequences
+    pooled = batch.audio_seq.masked_fill(batch.audio_pad.unsqueeze(-1), 0).sum(1) / (~batch.audio_pad).sum(1,
+                                                                                                           keepdim=True)
+    with torch.no_grad():
+        expected = model.enc_a(pooled)
+        phi_a, _ = model.encode(batch)
+    torch.testing.assert_close(phi_a, expected)
+
+
+def _cross_model():
+    torch.manual_seed(0)
+    return build_model("daan_qdma", InputDims(12, 12, 10), {**SMALL, **NO_DROPOUT, "qdma_attention": "cross"}).eval()
+
+
+def test_cross_modal_qdma_attends_from_one_modality_over_the_others_valid_steps():
+    """Mask test: the audio embedding depends on the video's valid steps, never on its padded ones; self-attention's
+    audio embedding does not depend on the video at all."""
+    batch, _ = _batch()
+    model = _cross_model()
+    with torch.no_grad():
+        phi_a, _ = model.encode(batch)
+        padded = batch.video_seq.masked_fill(batch.video_pad.unsqueeze(-1), 0) + \
+            batch.video_pad.unsqueeze(-1) * 100.0
+        phi_a_pad, _ = model.encode(replace(batch, video_seq=padded))
+        phi_a_valid, _ = model.encode(replace(batch, video_seq=batch.video_seq + 1.0))
+    torch.testing.assert_close(phi_a_pad, phi_a)
+    assert (phi_a_valid - phi_a).abs().max() > 1e-3
+    self_model = _model("daan_qdma").eval()
+    with torch.no_grad():
+        a, _ = self_model.encode(batch)
+        b, _ = self_model.encode(replace(batch, video_seq=batch.video_seq + 1.0))
+    torch.testing.assert_close(a, b)
+
+
+def test_cross_modal_qdma_is_invariant_to_the_order_of_the_attended_steps():
+    """Permutation test: reordering the video's valid steps changes what the audio attends in which order, not what
+    each audio step receives (the attention has no positions), so the audio embedding is unchanged."""
+    batch, _ = _batch()
+    model = _cross_model()
+    lengths = (~batch.video_pad).sum(1)
+    perm = torch.stack([torch.cat([torch.randperm(int(n), generator=torch.Generator().manual_seed(i)),
+                                   torch.arange(int(n), batch.video_seq.shape[1])]) for i, n in enumerate(lengths)])
+    shuffled = torch.gather(batch.video_seq, 1, perm.unsqueeze(-1).expand_as(batch.video_seq))
+    with torch.no_grad():
+        phi_a, _ = model.encode(batch)
+        phi_a_perm, _ = model.encode(replace(batch, video_seq=shuffled))
+    torch.testing.assert_close(phi_a_perm, phi_a, atol=1e-5, rtol=1e-4)
+
+
+def test_csgm_modulates_cross_modal_qdma():
+    """In the cross-modal reading a QDMA part's keys and values read the other modality's steps; CSGM still splits
+    its gradient into per-sample contributions that add up to the ordinary batch gradient."""
+    batch, _ = _with_negatives()
+    torch.manual_seed(0)
+    model = build_model("daan", InputDims(12, 12, 10), {**SMALL, **NO_DROPOUT, "noise": 0.0,
+                                                        "qdma_attention": "cross"})
+    model.zero_grad(set_to_none=True)
+    model._loss(batch)[0].backward()
+    plain = {p: p.grad.clone() for g in model.ghost.groups for p in model.ghost.params(g)}
+    model.zero_grad(set_to_none=True)
+    with model.ghost.capture(batch.size):
+        model._loss(batch)[0].backward()
+    for group in model.ghost.groups:
+        for p, g in model.ghost.weighted_grads(group, torch.ones(batch.size)).items():
+            torch.testing.assert_close(g, plain[p], atol=1e-5, rtol=1e-4)
+    logs = model.train_step(batch, model.configure_optimizers(1e-3, 0.0))
+    assert model.hp["gamma"] <= float(logs["eta_a"]) <= 1.0
+
+
+def test_w_as_csgm_weight_learns_the_attention_weight_and_spreads_the_rates():
+    batch, _ = _with_negatives()
+    torch.manual_seed(0)
+    model = build_model("daan", InputDims(12, 12, 10), {**SMALL, **NO_DROPOUT, "noise": 0.0, "w_owner": "csgm",
+                                                        "diff_weight": 1.15, "lambda_init": 0.2, "gamma": 0.0})
+    lam = model.enc_a.attention.weight
+    assert isinstance(lam, torch.nn.Parameter) and float(lam.detach()) == pytest.approx(0.2)
+    assert model.enc_a.refine.scale == pytest.approx(0.8)  # (1 − λ_init), as the Differential Transformer
+    opt = model.configure_optimizers(1e-2, 0.0)
+    logs = model.train_step(batch, opt)
+    assert float(lam.detach()) != pytest.approx(0.2)  # learnt
+    # relative to ρ times the batch mean, the rates spread below and up to 1 instead of crowding at 0
+    rates = regulate({"a": torch.tensor([0.0, 1e-4, 1e-3, 1e-2]), "v": torch.tensor([1e-3, 2e-3, 3e-3, 4e-3])},
+                     1.15, "joint")
+    mean = float(torch.cat([torch.tensor([0.0, 1e-4, 1e-3, 1e-2]), torch.tensor([1e-3, 2e-3, 3e-3, 4e-3])]).mean())
+    torch.testing.assert_close(rates["v"], (torch.tensor([1e-3, 2e-3, 3e-3, 4e-3]) / (1.15 * mean)).clamp(max=1))
+    assert float(rates["a"].max()) == 1.0
+    assert 0.0 <= float(logs["eta_a"]) <= 1.0
+
+
+def test_the_comparison_models_open_readings_are_named_options():
+    from training.models.coordgen import kept_dimensions
+
+    assert kept_dimensions(100, 0.1, "masked") == 90 and kept_dimensions(100, 0.1, "kept") == 10
+    with pytest.raises(ValueError, match="masked_proportion_reading"):
+        kept_dimensions(100, 0.1, "other")
+    torch.manual_seed(0)
+    code = build_model("sacma", InputDims(12, 12, 10), {"loss_weights": "code"})
+    paper = build_model("sacma", InputDims(12, 12, 10), {"loss_weights": "paper"})
+    assert code.ccl_weights["a_w"] == code.ccl_weights["v_w"] == 0.1
+    assert paper.ccl_weights["a_w"] == paper.ccl_weights["v_w"] == 0.8 and paper.ccl_weights["o_w"] == 1.0

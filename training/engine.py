@@ -180,7 +180,9 @@ def train_stage(cfg: RunConfig, stage: int, run_dir: str | Path, selection: Sele
         val = evaluate_split(model, data, data.val, cfg)
         for s in schedulers:
             s.step(val.main.hm)
+        stats = {k: losses.pop(k) for k in [k for k in losses if "." in k]}  # e.g. CSGM's eta_mean.a_attention
         record = {"epoch": epoch, "stage": stage, "lr": optimizers[0].param_groups[0]["lr"], "loss": losses,
+                  **({"stats": stats} if stats else {}),
                   "val": {m: r.percent() for m, r in val.by_mode.items()}, "beta": val.combined_beta,
                   "seconds": round(time.time() - t0, 3)}
         state["history"].append(record)
@@ -194,6 +196,8 @@ def train_stage(cfg: RunConfig, stage: int, run_dir: str | Path, selection: Sele
         log.info("epoch %d: loss %.4f | val S %.2f U %.2f HM %.2f ZSL %.2f (beta %.2f) | %.1fs", epoch,
                  losses["loss"], *(100 * x for x in (val.main.seen, val.main.unseen, val.main.hm, val.main.zsl)),
                  val.main.beta, record["seconds"])
+        if stats:
+            log.info("epoch %d training statistics: %s", epoch, ", ".join(f"{k} {v:.3g}" for k, v in sorted(stats.items())))
     bar.close()
 
     if stage == 1:

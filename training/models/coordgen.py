@@ -26,8 +26,13 @@ def top_k_pseudo_labels(grad: torch.Tensor, k: int) -> torch.Tensor:
     return torch.zeros_like(grad).scatter_(-1, idx, 1.0)
 
 
-def kept_dimensions(dim: int, masked_proportion: float) -> int:
-    """Number of pseudo-label ones when ``masked_proportion`` of the ``dim`` input dimensions are masked out."""
+def kept_dimensions(dim: int, masked_proportion: float, reading: str = "masked") -> int:
+    """Number of pseudo-label ones. Eq. 9's "masked proportion" read as the share of the ``dim`` input dimensions
+    masked out (``masked``: label 0) or as the share kept (``kept``: label 1); docs/models/coordgen.md."""
+    if reading == "kept":
+        return max(1, round(masked_proportion * dim))
+    if reading != "masked":
+        raise ValueError(f"masked_proportion_reading must be 'masked' or 'kept', got {reading!r}")
     return dim - round(masked_proportion * dim)
 
 
@@ -72,7 +77,8 @@ class CoordinateGeneralize(ZSLModel):
         "branch_weight": 0.5,  # beta of Eq. 6 (not the calibrated-stacking beta)
         "lambda_kd": 1.0,  # lambda_1, Eq. 11
         "lambda_mask": 0.5,  # lambda_2, Eq. 11
-        "masked_proportion": 0.1,  # share of input dimensions whose pseudo-label is 0
+        "masked_proportion": 0.1,  # share of input dimensions whose pseudo-label is 0 (reading "masked")
+        "masked_proportion_reading": "masked",  # or "kept": the share whose pseudo-label is 1
     }
     needs_negatives = False
     eval_modes = ("video",)
@@ -131,8 +137,10 @@ class CoordinateGeneralize(ZSLModel):
         kd = symmetric_kl(log_p_v, log_p_a)  # Eq. 5
         # Eq. 8: gradients of L_CLS w.r.t. the input features (one extra backward pass; graph kept for the total)
         g_a, g_v = torch.autograd.grad(cls, (audio, video), retain_graph=True)
-        pseudo_a = top_k_pseudo_labels(g_a, kept_dimensions(audio.shape[1], hp["masked_proportion"]))
-        pseudo_v = top_k_pseudo_labels(g_v, kept_dimensions(video.shape[1], hp["masked_proportion"]))
+        pseudo_a = top_k_pseudo_labels(g_a, kept_dimensions(audio.shape[1], hp["masked_proportion"],
+                                                              hp["masked_proportion_reading"]))
+        pseudo_v = top_k_pseudo_labels(g_v, kept_dimensions(video.shape[1], hp["masked_proportion"],
+                                                              hp["masked_proportion_reading"]))
         mask = (pseudo_v - m_v).norm(dim=1).mean() + (pseudo_a - m_a).norm(dim=1).mean()  # Eq. 10
         parts = {"cls": cls, "kd": hp["lambda_kd"] * kd, "mask": hp["lambda_mask"] * mask}
         return sum(parts.values()), parts  # Eq. 11

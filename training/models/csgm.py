@@ -217,40 +217,133 @@ def batch_normalise(x: torch.Tensor) -> torch.Tensor:
     return x / x.max().clamp(min=1e-12)
 
 
-def convergence_rates(theta: dict[str, torch.Tensor], theta_neg: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """V_c per modality from the projected embeddings of positives (θ) and negatives (θ⁻), Eq. 6."""
+NORMALISE = ("joint", "modality")  # the scope of "normalized" in §II.B: both modalities together, or each alone
+UPDATES = ("scale_step", "replace_gradient")  # how η reaches a QDMA part's update under an adaptive optimiser
+
+
+def normalise_rates(values: dict[str, torch.Tensor], scope: str) -> dict[str, torch.Tensor]:
+    """Divide each entry by its batch maximum (``modality``) or all entries by their common maximum (``joint``).
+    Only the joint scope keeps the audio-versus-visual comparison CSGM exists for: with per-modality maxima both
+    modalities span [0, 1] whatever their alignment."""
+    if scope == "modality":
+        return {k: batch_normalise(v) for k, v in values.items()}
+    if scope != "joint":
+        raise ValueError(f"CSGM normalisation must be one of {NORMALISE}, got {scope!r}")
+    top = torch.stack([v.max() for v in values.values()]).max().clamp(min=1e-12)
+    return {k: v / top for k, v in values.items()}
+
+
+def convergence_rates(theta: dict[str, torch.Tensor], theta_neg: dict[str, torch.Tensor],
+                      normalise: str = "modality") -> dict[str, torch.Tensor]:
+    """V_c per modality from the projected embeddings of positives (θ) and negatives (θ⁻), Eq. 6; each δ normalised
+    over the batch within its modality or jointly over both modalities (``normalise``)."""
     w, w_n = theta["w"], theta_neg["w"]
-    out = {}
-    for m in ("a", "v"):
-        d1 = violation(theta[m], w, theta_neg[m])  # anchor m+, positive w+, negative m−
-        d2 = violation(w, theta[m], w_n)  # anchor w+, positive m+, negative w−
-        out[m] = batch_normalise(d1) * batch_normalise(d2)
-    return out
+    d1 = {m: violation(theta[m], w, theta_neg[m]) for m in ("a", "v")}  # anchor m+, positive w+, negative m−
+    d2 = {m: violation(w, theta[m], w_n) for m in ("a", "v")}  # anchor w+, positive m+, negative w−
+    n1, n2 = normalise_rates(d1, normalise), normalise_rates(d2, normalise)
+    return {m: n1[m] * n2[m] for m in ("a", "v")}
 
 
-def contribution(v_c: torch.Tensor, v_o: torch.Tensor | None, gamma: float) -> torch.Tensor:
-    """η = max(V̂_c · V̂_o, γ) (Eq. 5); with ``v_o=None`` the convergence rate alone (Table II's V_c-only variant)."""
-    rate = v_c if v_o is None else v_c * batch_normalise(v_o)
-    return rate.clamp(min=gamma)
+def contribution(v_c: torch.Tensor, v_o: torch.Tensor | None, gamma: float,
+                 v_o_normalised: bool = False) -> torch.Tensor:
+    """η = max(V̂_c · V̂_o, γ) (Eq. 5); V_o is divided by its batch maximum unless ``v_o_normalised`` says that was
+    done already (e.g. jointly over both modalities); with ``v_o=None`` the convergence rate alone (Table II's V_c-only
+    variant)."""
+    if v_o is None:
+        return v_c.clamp(min=gamma)
+    return (v_c * (v_o if v_o_normalised else batch_normalise(v_o))).clamp(min=gamma)
+
+
+def regulate(rates: dict[str, torch.Tensor], rho: float, scope: str) -> dict[str, torch.Tensor]:
+    """The ``w_owner="csgm"`` reading of "normalized under the regulation of weight parameter ρ": each rate relative
+    to ρ times the batch mean (over both modalities for the joint scope), capped at 1. Max-normalised products of
+    several rates crowd near 0 (most samples would sit at the floor γ); relative to the mean they spread around
+    1/ρ, and ρ > 1 lets fewer samples reach the full contribution."""
+    if scope == "joint":
+        mean = torch.cat([r.flatten() for r in rates.values()]).mean()
+        means = {g: mean for g in rates}
+    else:
+        means = {g: r.mean() for g, r in rates.items()}
+    return {g: (r / (rho * means[g]).clamp(min=1e-12)).clamp(max=1.0) for g, r in rates.items()}
+
+
+@dataclass
+class Modulation:
+    """What :func:`modulate` did, per ghost group: η per sample, the factor its parameter step is to be scaled by
+    after the optimiser step (1 when η went into the gradient), and the gradient norms before and after."""
+    eta: dict[str, torch.Tensor]
+    step_scale: dict[str, torch.Tensor]
+    grad_norm_before: dict[str, torch.Tensor]
+    grad_norm_after: dict[str, torch.Tensor]
 
 
 @torch.no_grad()
 def modulate(ghost: GhostGrads, groups: dict[str, str], v_c: dict[str, torch.Tensor], gamma: float,
-             use_optimisation_rate: bool, noise: float, generator: torch.Generator | None = None) -> dict[str, torch.Tensor]:
-    """Replace the gradients of every QDMA part with Σ_i η_i G_i + ε (Eq. 8). ``groups`` maps a ghost group to its
-    modality ('a' or 'v'). Returns η per group (for logging and tests)."""
-    etas = {}
-    for group, modality in groups.items():
-        v_o = None
-        if use_optimisation_rate:
-            sq = ghost.sq_norms(group)
-            v_o = sq / sum(p.detach().pow(2).sum() for p in ghost.params(group)).clamp(min=1e-12)
-        eta = contribution(v_c[modality], v_o, gamma)
+             use_optimisation_rate: bool, noise: float, generator: torch.Generator | None = None,
+             normalise: str = "modality", update: str = "replace_gradient", rho: float | None = None) -> Modulation:
+    """Set the gradients of every QDMA part from the per-sample contributions η_i (Eq. 8). ``groups`` maps a ghost
+    group ('a_attention', ...) to its modality ('a' or 'v'); V_o is normalised within the group (``modality``) or
+    jointly with the same part of the other modality (``joint``).
+
+    ``update="replace_gradient"``: the gradient becomes Σ_i η_i G_i + ε, Eq. 8 read as written; an adaptive optimiser
+    (Adam, §III.A) then divides out any factor shared by the whole part, so only η's variation across samples acts.
+    ``update="scale_step"``: the gradient is Σ_i (η_i / η̄) G_i + ε / η̄ and the part's parameter step is scaled by
+    η̄ = mean_i η_i afterwards (:func:`scale_steps`), so that a part whose samples all get half the contribution moves
+    half as far, under any optimiser; with plain SGD both options give the same update."""
+    if update not in UPDATES:
+        raise ValueError(f"CSGM update must be one of {UPDATES}, got {update!r}")
+    v_o = None
+    if use_optimisation_rate:
+        raw = {}
+        for group in groups:
+            norm = sum(p.detach().pow(2).sum() for p in ghost.params(group)).clamp(min=1e-12)
+            raw[group] = ghost.sq_norms(group) / norm
+        v_o = {}
+        for part in {g.split("_", 1)[1] for g in groups}:
+            members = {g: raw[g] for g in groups if g.split("_", 1)[1] == part}
+            v_o.update(normalise_rates(members, normalise))
+    rates = {g: v_c[m] if v_o is None else v_c[m] * v_o[g] for g, m in groups.items()}
+    if rho is not None:
+        rates = regulate(rates, rho, normalise)
+    out = Modulation({}, {}, {}, {})
+    for group in groups:
+        eta = rates[group].clamp(min=gamma)  # Eq. 5
+        mean = eta.mean() if update == "scale_step" else eta.new_ones(())
         weights = eta
         if noise > 0:
             z = torch.randn(eta.shape, device=eta.device, dtype=eta.dtype, generator=generator)
             weights = eta * (1 + noise * (z - z.mean()))
-        for p, g in ghost.weighted_grads(group, weights).items():
+        before = after = 0.0
+        plain = ghost.weighted_grads(group, torch.ones_like(eta))
+        for p, g in ghost.weighted_grads(group, weights / mean).items():
             p.grad = g.to(p.dtype)
-        etas[group] = eta
-    return etas
+            after = after + g.pow(2).sum()
+            before = before + plain[p].pow(2).sum()
+        out.eta[group], out.step_scale[group] = eta, mean
+        out.grad_norm_before[group], out.grad_norm_after[group] = before ** 0.5, after ** 0.5
+    return out
+
+
+@contextlib.contextmanager
+def scale_steps(ghost: GhostGrads, step_scale: dict[str, torch.Tensor]) -> Iterator[None]:
+    """Around an optimiser step: each group's parameter change is multiplied by its ``step_scale``."""
+    scaled = {g: s for g, s in step_scale.items() if float(s) != 1.0}
+    before = {p: p.detach().clone() for g in scaled for p in ghost.params(g)}
+    yield
+    with torch.no_grad():
+        for g, s in scaled.items():
+            for p in ghost.params(g):
+                p.copy_(before[p] + s.to(p.dtype) * (p - before[p]))
+
+
+def csgm_statistics(mod: Modulation, groups: dict[str, str]) -> dict[str, torch.Tensor]:
+    """Per group: η's batch mean and spread; per modality: the QDMA gradient norm before and after modulation."""
+    stats = {}
+    for group, eta in mod.eta.items():
+        stats[f"eta_mean.{group}"] = eta.mean()
+        stats[f"eta_std.{group}"] = eta.std() if eta.numel() > 1 else eta.new_zeros(())
+    for modality in sorted(set(groups.values())):
+        members = [g for g, m in groups.items() if m == modality]
+        stats[f"grad_before.{modality}"] = sum(mod.grad_norm_before[g] ** 2 for g in members) ** 0.5
+        stats[f"grad_after.{modality}"] = sum(mod.grad_norm_after[g] ** 2 for g in members) ** 0.5
+    return stats

@@ -19,7 +19,7 @@ from training.data.features import Batch
 from training.losses import mse, triplet
 from training.models import register
 from training.models.base import InputDims, ZSLModel
-from training.models.csgm import GhostGrads, convergence_rates, modulate
+from training.models.csgm import GhostGrads, convergence_rates, csgm_statistics, modulate, scale_steps
 from training.models.layers import EmbeddingNet, FeedForward
 from training.models.qdma import QDMA
 
@@ -77,16 +77,30 @@ class DAAN(ZSLModel):
         "momentum": 0.1,
         "margin": 1.0,
         "noise": 1.0,  # scale of CSGM's Gaussian term (0 disables it)
+        "w_owner": "csgm",  # what the paper's w sets: CSGM's ρ ("csgm"; Eq. 1's weight learnt) or Eq. 1's ("attention")
+        "lambda_init": 0.2,  # w_owner "csgm": Eq. 1's weight is learnt from this start (Differential Transformer, l=1)
+        "qdma_attention": "self",  # QDMA's keys and values from the modality's own steps, or the other's ("cross")
+        "csgm_normalise": "joint",  # δ and V_o normalised over both modalities ("joint") or each alone ("modality")
+        "csgm_update": "scale_step",  # η scales each QDMA part's step ("scale_step") or only its gradient
     }
 
     def __init__(self, dims: InputDims, **hp):
         super().__init__(dims, **hp)
         h, o = hp["hidden_dim"], hp["out_dim"]
+        if hp["qdma_attention"] not in ("self", "cross"):
+            raise ValueError(f"qdma_attention must be 'self' or 'cross', got {hp['qdma_attention']!r}")
+        self.cross_modal_qdma = hp["qdma_attention"] == "cross"
+        if hp["w_owner"] not in ("attention", "csgm"):
+            raise ValueError(f"w_owner must be 'attention' or 'csgm', got {hp['w_owner']!r}")
+        w_is_rho = hp["w_owner"] == "csgm"
+        self.rho = hp["diff_weight"] if w_is_rho else None
         if self.use_qdma:
-            def qdma(d_in):
-                return QDMA(d_in, h, hp["qk_dim"], hp["value_dim"] or None, hp["qdma_heads"], hp["diff_weight"],
-                            hp["tcn_layers"], hp["dilation"], hp["tcn_kernel"], hp["qdma_dropout"], hp["momentum"])
-            self.enc_a, self.enc_v = qdma(dims.audio), qdma(dims.video)
+            def qdma(d_in, d_other):
+                return QDMA(d_in, h, hp["qk_dim"], hp["value_dim"] or None, hp["qdma_heads"],
+                            hp["lambda_init"] if w_is_rho else hp["diff_weight"],
+                            hp["tcn_layers"], hp["dilation"], hp["tcn_kernel"], hp["qdma_dropout"], hp["momentum"],
+                            d_context=d_other if self.cross_modal_qdma else None, learnable_weight=w_is_rho)
+            self.enc_a, self.enc_v = qdma(dims.audio, dims.video), qdma(dims.video, dims.audio)
         else:
             self.enc_a = EmbeddingNet(dims.audio, h, hp["mlp_hidden"], hp["qdma_dropout"], hp["momentum"])
             self.enc_v = EmbeddingNet(dims.video, h, hp["mlp_hidden"], hp["qdma_dropout"], hp["momentum"])
@@ -106,9 +120,15 @@ class DAAN(ZSLModel):
 
     # ------------------------------------------------------------------------------------ forward
     def encode(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.use_qdma and self.cross_modal_qdma:  # each modality's steps attend over the other's
+            return (self.enc_a(batch.audio_seq, batch.audio_pad, batch.video_seq, batch.video_pad),
+                    self.enc_v(batch.video_seq, batch.video_pad, batch.audio_seq, batch.audio_pad))
         if self.use_qdma:
             return self.enc_a(batch.audio_seq, batch.audio_pad), self.enc_v(batch.video_seq, batch.video_pad)
-        return self.enc_a(batch.audio), self.enc_v(batch.video)
+        # Base reads the same per-step input as the QDMA variants (the same crops), pooled here, so that Table II's
+        # differences come from the modules, not from the input
+        return self.enc_a(_masked_mean(batch.audio_seq, batch.audio_pad)), \
+            self.enc_v(_masked_mean(batch.video_seq, batch.video_pad))
 
     def project(self, phi_a: torch.Tensor, phi_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         att_a, att_v = self.cross(phi_a, phi_v)
@@ -155,9 +175,15 @@ class DAAN(ZSLModel):
                 loss, parts, (theta, theta_neg) = self._loss(batch)
                 loss.backward()
             with torch.profiler.record_function(CSGM_RANGE):  # a named range the benchmarks time CSGM by
-                etas = modulate(self.ghost, self.csgm_modality, convergence_rates(theta, theta_neg),
-                                self.hp["gamma"], use_optimisation_rate=self.csgm == "full", noise=self.hp["noise"])
-            parts = {**parts, "eta_a": etas["a_attention"].mean(), "eta_v": etas["v_attention"].mean()}
+                mod = modulate(self.ghost, self.csgm_modality,
+                               convergence_rates(theta, theta_neg, self.hp["csgm_normalise"]), self.hp["gamma"],
+                               use_optimisation_rate=self.csgm == "full", noise=self.hp["noise"],
+                               normalise=self.hp["csgm_normalise"], update=self.hp["csgm_update"], rho=self.rho)
+            parts = {**parts, "eta_a": mod.eta["a_attention"].mean(), "eta_v": mod.eta["v_attention"].mean(),
+                     **csgm_statistics(mod, self.csgm_modality)}
+            with scale_steps(self.ghost, mod.step_scale):
+                opt.step()
+            return {"loss": loss.detach(), **{k: v.detach() for k, v in parts.items()}}
         opt.step()
         return {"loss": loss.detach(), **{k: v.detach() for k, v in parts.items()}}
 
@@ -168,6 +194,11 @@ class DAAN(ZSLModel):
 
     def embed_classes(self, text: torch.Tensor) -> dict[str, torch.Tensor]:
         return {"video": self.W_proj(text)}
+
+
+def _masked_mean(seq: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    valid = (~pad).unsqueeze(-1).to(seq.dtype)
+    return (seq * valid).sum(1) / valid.sum(1).clamp(min=1)
 
 
 def _concat(a: Batch, b: Batch) -> Batch:
@@ -184,7 +215,6 @@ class DAANBase(DAAN):
     name = "daan_base"
     display_name = "Base (MLP + cross-attention)"
     family = "Ablation"
-    needs_sequences = False
     use_qdma = False
     csgm = "none"
 

@@ -1,8 +1,9 @@
 """QDMA, DAAN's quality-discrepancy mitigation attention (DAAN §II.A, Eqs. 1-4), one per modality.
 
 For a padded sequence x (B, T, d) with a validity mask:
-    Eq. 1   o  = (S(Q1 K1ᵀ) − w · S(Q2 K2ᵀ)) V      Q_j = x^j W_Q, K_j = x^j W_K for the two feature halves x^j,
-                                                   V = x W_V; all from the modality's own steps, never the text
+    Eq. 1   o  = (S(Q1 K1ᵀ) − w · S(Q2 K2ᵀ)) V      Q_j = x^j W_Q, K_j = c^j W_K for the two feature halves,
+                                                   V = c W_V; c = x (self-attention, default) or the other
+                                                   modality's steps (cross-modal option); never the text
     Eq. 2   o¹ = GroupNorm(o);  o² = Dropout(ReLU(BN((1 − w) · Linear(o¹))))   per step, BN over valid steps
     Eq. 3   y  = R(D(C(o¹)))   causal conv C, n causal convs D with dilation k, residual R
     Eq. 4   φ  = mean over valid steps of o² + y at the last valid step
@@ -46,40 +47,53 @@ class StepGroupNorm(nn.Module):
 
 
 class DiffAttention(nn.Module):
-    """Eq. 1 over the steps of one modality, multi-head; padded keys get no attention."""
+    """Eq. 1, multi-head: queries from the steps of x, keys and values from the steps of a context sequence (x itself
+    for self-attention, the other modality for cross-modal attention); padded keys get no attention."""
 
-    def __init__(self, d_in: int, qk_dim: int, value_dim: int, heads: int, weight: float):
+    def __init__(self, d_in: int, qk_dim: int, value_dim: int, heads: int, weight: float, d_context: int | None = None,
+                 learnable_weight: bool = False):
         super().__init__()
-        if d_in % 2:
-            raise ValueError(f"QDMA splits the features into two halves; the input dimension {d_in} is odd")
+        d_context = d_context or d_in
+        if d_in % 2 or d_context % 2:
+            raise ValueError(f"QDMA splits the features into two halves; the input dimension {d_in} or "
+                             f"{d_context} is odd")
         if qk_dim % heads or value_dim % heads:
             raise ValueError(f"QDMA: qk_dim {qk_dim} and value_dim {value_dim} must be multiples of heads {heads}")
-        self.heads, self.weight = heads, weight
+        self.heads = heads
+        # the subtraction weight: a fixed hyper-parameter, or learnt from ``weight`` as the Differential
+        # Transformer's λ (not modulated by CSGM: it is no linear map)
+        self.weight = nn.Parameter(torch.tensor(float(weight))) if learnable_weight else weight
         self.w_q = RecordableLinear(d_in // 2, qk_dim, bias=False)  # shared by the two halves, as Eq. 1 writes one W_Q
-        self.w_k = RecordableLinear(d_in // 2, qk_dim, bias=False)
-        self.w_v = RecordableLinear(d_in, value_dim, bias=False)
+        self.w_k = RecordableLinear(d_context // 2, qk_dim, bias=False)
+        self.w_v = RecordableLinear(d_context, value_dim, bias=False)
 
-    def maps(self, x: torch.Tensor, valid: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """The two softmax maps S(Q1K1ᵀ), S(Q2K2ᵀ): (B, heads, T, T)."""
+    def maps(self, x: torch.Tensor, valid: torch.Tensor, context: torch.Tensor | None = None,
+             context_valid: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The two softmax maps S(Q1K1ᵀ), S(Q2K2ᵀ): (B, heads, T, T_context)."""
+        ctx, ctx_valid = (x, valid) if context is None else (context, context_valid)
         b, t, d = x.shape
-        halves = x.reshape(b, 2 * t, d // 2)  # row 2s + j = half j of step s: one call of each projection, no copy
-        q, k = self.w_q(halves).view(b, t, 2, -1), self.w_k(halves).view(b, t, 2, -1)
+        tc, dc = ctx.shape[1], ctx.shape[2]
+        # row 2s + j = half j of step s: one call of each projection, no copy
+        q = self.w_q(x.reshape(b, 2 * t, d // 2)).view(b, t, 2, -1)
+        k = self.w_k(ctx.reshape(b, 2 * tc, dc // 2)).view(b, tc, 2, -1)
         q1, q2, k1, k2 = (self._heads(z[:, :, j]) for z in (q, k) for j in (0, 1))
         scale = 1.0 / math.sqrt(q1.shape[-1])
-        blocked = ~valid[:, None, None, :]
+        blocked = ~ctx_valid[:, None, None, :]
         a1 = (q1 @ k1.transpose(-1, -2) * scale).masked_fill(blocked, float("-inf")).softmax(-1)
         a2 = (q2 @ k2.transpose(-1, -2) * scale).masked_fill(blocked, float("-inf")).softmax(-1)
         return a1, a2
 
-    def forward(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, context: torch.Tensor | None = None,
+                context_valid: torch.Tensor | None = None) -> torch.Tensor:
         """(B, T, d) -> (B, T, value_dim)."""
-        o = self.per_head(x, valid)
+        o = self.per_head(x, valid, context, context_valid)
         return o.transpose(1, 2).reshape(x.shape[0], x.shape[1], -1)
 
-    def per_head(self, x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    def per_head(self, x: torch.Tensor, valid: torch.Tensor, context: torch.Tensor | None = None,
+                 context_valid: torch.Tensor | None = None) -> torch.Tensor:
         """Eq. 1 per head: (B, heads, T, value_dim / heads)."""
-        a1, a2 = self.maps(x, valid)
-        return (a1 - self.weight * a2) @ self._heads(self.w_v(x))
+        a1, a2 = self.maps(x, valid, context, context_valid)
+        return (a1 - self.weight * a2) @ self._heads(self.w_v(x if context is None else context))
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, c = x.shape
@@ -178,19 +192,24 @@ class QDMA(nn.Module):
     """Eqs. 1-4 for one modality: (B, T, d) sequence + padding mask -> φ (B, hidden)."""
 
     def __init__(self, d_in: int, hidden: int, qk_dim: int, value_dim: int | None, heads: int, weight: float,
-                 tcn_layers: int, dilation: int, tcn_kernel: int, dropout: float, momentum: float):
+                 tcn_layers: int, dilation: int, tcn_kernel: int, dropout: float, momentum: float,
+                 d_context: int | None = None, learnable_weight: bool = False):
         super().__init__()
         value_dim = value_dim or d_in
-        self.attention = DiffAttention(d_in, qk_dim, value_dim, heads, weight)
+        self.attention = DiffAttention(d_in, qk_dim, value_dim, heads, weight, d_context, learnable_weight)
         self.refine = Refinement(value_dim, hidden, heads, weight, dropout, momentum)
         self.tcn = TemporalBypass(value_dim, hidden, tcn_layers, dilation, tcn_kernel)
 
-    def forward(self, x: torch.Tensor, pad: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, pad: torch.Tensor, context: torch.Tensor | None = None,
+                context_pad: torch.Tensor | None = None) -> torch.Tensor:
+        """``context``: the other modality's steps for cross-modal attention (queries from x, keys and values from
+        the context); None: self-attention over x."""
         valid = ~pad
         b, t, _ = x.shape
         seq, step = valid.nonzero(as_tuple=True)  # the valid steps, sequence by sequence, in time order
         lengths = valid.sum(1)
-        tokens = self.attention.per_head(x, valid)[seq, :, step].flatten(1)  # (N, value_dim)
+        ctx_valid = None if context is None else ~context_pad
+        tokens = self.attention.per_head(x, valid, context, ctx_valid)[seq, :, step].flatten(1)  # (N, value_dim)
         with packed_rows(PackedRows(seq, step, b, t)):
             o1, o2 = self.refine(tokens)
         pooled = o2.new_zeros(b, o2.shape[1]).index_add(0, seq, o2)

@@ -19,6 +19,7 @@ from training.models.temporal_transformer import (
     attention_mask,
 )
 
+PAPER_TEXT_WEIGHTS = {"paper": {"a_w": 0.8, "v_w": 0.8}}
 # The six contrastive pairs of Eq. 13 in the order of the weights: (x, y) names the embeddings theta_x, theta_y.
 CCL_PAIRS = (("a", "w"), ("v", "w"), ("a", "v"), ("o", "w"), ("a", "o"), ("v", "o"))
 # Eq. 15: the cosine-similarity pairs
@@ -59,6 +60,7 @@ class SACMA(TemporalAVModel):
         "temperature": 0.05,  # τ of Eq. 14
         # λ of Eq. 13 per pair (CCL_PAIRS order); fixed constants, the released code's values
         "ccl_weights": {"a_w": 0.1, "v_w": 0.1, "a_v": 0.1, "o_w": 1.0, "a_o": 0.1, "v_o": 0.1},
+        "loss_weights": "code",  # "paper": the text-audio and text-video weights of Eq. 13 set to 0.8 (paper's text)
         "cos_weight": 0.2,  # λ_cos of Eq. 8
         "reg_loss": True,  # Eq. 18
         "rec_loss": True,  # Eq. 19
@@ -69,6 +71,10 @@ class SACMA(TemporalAVModel):
         expected = {f"{x}_{y}" for x, y in CCL_PAIRS}
         if set(hp["ccl_weights"]) != expected:
             raise ValueError(f"ccl_weights needs exactly the keys {sorted(expected)}, got {sorted(hp['ccl_weights'])}")
+        if hp["loss_weights"] not in PAPER_TEXT_WEIGHTS and hp["loss_weights"] != "code":
+            raise ValueError(f"loss_weights must be 'code' or 'paper', got {hp['loss_weights']!r}")
+        # the paper's text gives the text-audio and text-video pairs 0.8; the released code 0.1 (docs/models/sacma.md)
+        self.ccl_weights = {**hp["ccl_weights"], **PAPER_TEXT_WEIGHTS.get(hp["loss_weights"], {})}
 
     def thetas(self, batch: Batch) -> dict[str, torch.Tensor]:
         """theta_a, theta_v, theta_o: the shared O_proj on the CLS outputs of the three passes. The passes run as one
@@ -85,7 +91,7 @@ class SACMA(TemporalAVModel):
         hp, w = self.hp, batch.text
         th = self.thetas(batch)
         th["w"] = self.W_proj(w)
-        weights = hp["ccl_weights"]
+        weights = self.ccl_weights
         parts = {
             "ccl": sum(weights[f"{x}_{y}"] * symmetric_info_nce(th[x], th[y], hp["temperature"])
                        for x, y in CCL_PAIRS),  # Eq. 13

@@ -1,0 +1,31 @@
+"""The evidence table's statistics: hand-computed Welch t, mean ± std and the seed-noise marks."""
+
+import pytest
+
+from bench.daan_evidence import VARIANTS, markdown, summarise, welch_t
+from training.models import MODELS
+
+
+def test_welch_t_by_hand():
+    # means 2 and 1, variances 1 and 1, n = 3 each: t = 1 / sqrt(1/3 + 1/3)
+    assert welch_t([1.0, 2.0, 3.0], [0.0, 1.0, 2.0]) == pytest.approx(1 / (2 / 3) ** 0.5)
+    assert welch_t([1.0, 1.0], [1.0, 1.0]) == 0.0
+
+
+def test_summary_marks_only_differences_beyond_the_seed_noise():
+    def run(s, u, hm, z, eta=0.0):
+        return {"S": s, "U": u, "HM": hm, "ZSL": z, "stats": {"eta_std.a_attention": eta}}
+    runs = {"base": [run(40, 20, 26.7, 30), run(42, 22, 28.9, 31), run(41, 21, 27.8, 29)],
+            "daan": [run(50, 21, 29.6, 30), run(52, 20, 28.9, 31), run(51, 22, 30.8, 32, eta=0.1)]}
+    rows = {r["variant"]: r for r in summarise(runs, t_threshold=2.0)}
+    assert rows["base"]["S"] == (41.0, 1.0) and "t_S" not in rows["base"]
+    assert rows["daan"]["beyond_noise_S"] and not rows["daan"]["beyond_noise_U"]
+    assert rows["daan"]["eta_spread"] == pytest.approx(0.1 / 3)
+    text = markdown(list(rows.values()), {"dataset": "UCF", "steps": 60, "seeds": 3, "t": 2.0, "chance_gzsl": 2.38,
+                                          "chance_zsl": 8.33})
+    assert "| daan | 51.00 ± 1.00 ✱ | 21.00 ± 1.00 |" in text
+
+
+def test_every_variant_names_a_model_and_known_hyper_parameters():
+    for name, (model, overrides) in VARIANTS.items():
+        assert set(overrides) <= set(MODELS[model].hparams), name
