@@ -84,6 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
     ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--first-seed", type=int, default=0, help="training seeds first-seed .. first-seed + seeds - 1")
     ap.add_argument("--steps", type=int, default=60)
     ap.add_argument("--batch-size", type=int, default=256, help="0: each model's own setting")
     ap.add_argument("--dataset", default="UCF")
@@ -105,7 +106,7 @@ def main(argv: list[str] | None = None) -> None:
         folder = Path(args.data or tmp)
         folder.mkdir(parents=True, exist_ok=True)
         paths = benchmark_paths(folder, dataset, 0, args.scale)  # one benchmark; the seeds vary the training
-        for seed in range(args.seeds):
+        for seed in range(args.first_seed, args.first_seed + args.seeds):
             for name in names:
                 model, overrides = VARIANTS[name]
                 result = evaluate_model(model, paths, dataset, args.steps, args.batch_size or None, seed, args.device,
