@@ -108,11 +108,11 @@ def extract_shard(manifest: str | Path, shard: int, n_shards: int, backbone_name
     t0 = time.time()
     _run(manifest, todo, backbone, spec, partial, device, opts)
     chunks = sorted(partial.glob("chunk_*.h5")) if partial.exists() else []
-    n_ok = sum(len(FeatureStore(c)) for c in chunks)
-    if rows and n_ok == 0:
+    stores = [FeatureStore(c) for c in chunks]  # opened once: ids and failures are read eagerly
+    if rows and not any(len(s) for s in stores):
         # nothing usable: a systematic problem (paths, codecs, settings), not bad media; keep nothing, so that the
         # rerun after the fix tries every video again
-        failures = [f for c in chunks for f in FeatureStore(c).failures()]
+        failures = [f for s in stores for f in s.failures()]
         shutil.rmtree(partial, ignore_errors=True)
         first = f"{failures[0][0]}: {failures[0][1]}" if failures else "no reason recorded"
         raise ExtractionError(f"every one of the {len(rows)} videos of shard {shard} of {manifest} failed (first: "

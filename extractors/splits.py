@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avzsl.common import atomic_path, canonical_json
+from avzsl.common import atomic_path, config_hash
 
 STAGES = ("stage_1_train", "stage_1_val_seen", "stage_1_val_unseen",
           "stage_2_train", "stage_2_test_seen", "stage_2_test_unseen")
@@ -74,11 +74,9 @@ class Splits:
 
     def digest(self) -> str:
         """Content identity: the classes and videos of every stage, independent of file formatting."""
-        import hashlib
-
         content = {"all_classes": self.all_classes, "classes": {s: sorted(c) for s, c in self.classes.items()},
                    "videos": {s: sorted(v) for s, v in self.videos.items()}}
-        return hashlib.sha256(canonical_json(content).encode()).hexdigest()
+        return config_hash(content, length=64)
 
     # consistency --------------------------------------------------------------------------------
     def validate(self) -> None:
