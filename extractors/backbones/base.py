@@ -412,3 +412,52 @@ def stream_windows(backbone: Backbone, pieces) -> Iterator[WindowPiece]:
         frame_start, sample_start = keep_frame, keep_sample
     if fmt is None or not fmt.final:
         raise ValueError("the decoded pieces ended without a final piece")
+
+
+def require_weights(backbone: str, path, how_to_get: str, param: str = "weights", folder: bool = False):
+    """The local weight file (or folder) ``path``; else one error that says where to get it and which parameter
+    to set."""
+    from pathlib import Path
+
+    kind = "folder" if folder else "file"
+    if not path:
+        raise BackboneError(f"backbone {backbone!r} needs its weights: {how_to_get}; then set the parameter "
+                            f"{param!r} to the local {kind} (or give 'url' and, optionally, 'sha256' in the feature "
+                            "set's params for the workflow to download it into resources/weights/)")
+    p = Path(path).expanduser()
+    if not (p.is_dir() if folder else p.is_file()):
+        raise BackboneError(f"backbone {backbone!r}: weights {kind} not found: {p} (parameter {param!r}); "
+                            f"{how_to_get}")
+    return p
+
+
+def frames_at(clip: Clip, starts: np.ndarray, n_frames: int) -> np.ndarray:
+    """(T, n_frames, H, W, 3): ``n_frames`` consecutive frames at the clip's rate from each start (the last frame
+    repeated past the end of the video)."""
+    first = np.floor(np.asarray(starts) * clip.fps + 1e-6).astype(int)
+    idx = first[:, None] + np.arange(n_frames)[None, :] - clip.frame_start
+    if len(idx) and idx.min() < 0:
+        raise ValueError(f"a window starts before the decoded frames (frame {clip.frame_start})")
+    return clip.frames[np.clip(idx, 0, len(clip.frames) - 1)]
+
+
+def resize_crop(frames: np.ndarray, resize: Sequence[int], crop: Sequence[int]) -> torch.Tensor:
+    """uint8 (..., H, W, 3) -> uint8 (..., crop_h, crop_w, 3): bilinear, antialiased resize (``resize`` = (h, w), or
+    (short side,) keeping the aspect ratio), then a centre crop."""
+    import torch.nn.functional as F
+
+    lead = frames.shape[:-3]
+    x = torch.from_numpy(np.ascontiguousarray(frames)).reshape(-1, *frames.shape[-3:]).permute(0, 3, 1, 2).float()
+    h, w = x.shape[-2:]
+    if len(resize) == 1:
+        s = resize[0] / min(h, w)
+        size = (max(resize[0], int(round(h * s))), max(resize[0], int(round(w * s))))
+    else:
+        size = (int(resize[0]), int(resize[1]))
+    if (h, w) != size:
+        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=True)
+    ch, cw = int(crop[0]), int(crop[-1])
+    top, left = max(0, (size[0] - ch) // 2), max(0, (size[1] - cw) // 2)
+    x = x[..., top:top + ch, left:left + cw]
+    x = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return x.reshape(*lead, *x.shape[1:]).contiguous()

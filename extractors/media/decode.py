@@ -7,9 +7,9 @@ raises :class:`MediaError` with a reason a person can act on; callers record it 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
