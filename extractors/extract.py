@@ -23,10 +23,18 @@ from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from avzsl.common import config_hash
 from extractors.backbones import Backbone, build_backbone
-from extractors.backbones.base import MODALITIES, Combined, WindowPiece, build_feature_set, stream_windows
+from extractors.backbones.base import (
+    MODALITIES,
+    Combined,
+    WindowPiece,
+    build_feature_set,
+    normalize_feature_set,
+    stream_windows,
+)
 from extractors.feature_store import FeatureStore, StoreSpec, VideoFeatures, merge_stores, write_store
 from extractors.media.decode import MediaError, decode_stream
 from extractors.sources.manifest import ManifestRow, read_manifest, resolve_media
+from extractors.weights import check_local
 
 log = logging.getLogger("avzsl.extract")
 
@@ -36,14 +44,16 @@ class ExtractOptions:
     decoder: str = "pyav"
     workers: int = 2
     batch_windows: int = 256
-    videos_per_load: int = 8
+    videos_per_load: int = 64  # finished videos that may wait for a full batch before a padded one is run
     chunk_videos: int = 64
+    fixed_batch: bool = True  # pad the last batch: identical features whatever the batch composition
     chunk_seconds: float | None = 60.0  # decode and window long videos in pieces of this length (None: whole)
     missing_modality: str = "drop"  # or "keep": store a video without an audio (video) stream, marked missing
     device: str = "auto"
     precision: str = "fp32"  # or "bf16"
     max_seconds: float | None = None
     progress: bool = True
+    feature_set_name: str = ""  # for messages (feature_sets.<name>...)
 
     def __post_init__(self):
         if self.max_seconds is not None and not self.max_seconds > 0:
@@ -146,7 +156,10 @@ def extract_shard(manifest: str | Path, shard: int, n_shards: int, backbone_name
     rows = read_manifest(manifest)[shard::n_shards]
     device = resolve_device(opts.device)
     if isinstance(backbone_name, dict):
-        backbone = build_feature_set(backbone_name, "feature set")
+        where = opts.feature_set_name and f"feature_sets.{opts.feature_set_name}" or "feature set"
+        fs = normalize_feature_set(backbone_name, where)
+        fs = {m: {**e, "params": check_local(e["params"], f"{where}.{m}")} for m, e in fs.items()}
+        backbone = build_feature_set(fs, where)
     else:
         backbone = build_backbone(backbone_name, backbone_params)
     backbone = backbone.to(device).eval()
@@ -192,8 +205,9 @@ class _Pending:
 
 def _run(manifest: Path, rows: list[ManifestRow], backbone: Backbone, spec: StoreSpec, partial: Path,
          device: torch.device, opts: ExtractOptions) -> None:
-    """Stream windows from the decode workers, embed them in batches pooled across videos, commit finished videos
-    in chunk files. A video's features never depend on which other windows share its batch."""
+    """Stream windows from the decode workers, embed them in batches of exactly ``batch_windows`` pooled across
+    videos, commit finished videos in chunk files. A video's features never depend on which other windows share its
+    batch (every backbone call has the same shape; a window's output depends only on its own input)."""
     if not rows:
         return
     partial.mkdir(parents=True, exist_ok=True)
@@ -209,14 +223,26 @@ def _run(manifest: Path, rows: list[ManifestRow], backbone: Backbone, spec: Stor
     failures: list[tuple[str, str]] = []
     chunk_id = len(list(partial.glob("chunk_*.h5")))
 
-    def flush() -> None:
+    def flush(force: bool) -> None:
+        """Embed whole batches of ``batch_windows`` windows; with ``force`` also the rest (padded to a batch)."""
         for m in MODALITIES:
-            if queue[m]:
-                feats = _embed_pooled(backbone, m, [w for _, w in queue[m]], device, opts)
-                for (vid, _), f in zip(queue[m], feats):
-                    videos[vid].feats[m].append(f)
-                    videos[vid].queued -= len(f)
-                queue[m] = []
+            total = sum(len(w) for _, w in queue[m])
+            take = total if force else total // opts.batch_windows * opts.batch_windows
+            if not take:
+                continue
+            segments, rest, n = [], [], 0
+            for vid, w in queue[m]:
+                k = max(0, min(len(w), take - n))
+                if k:
+                    segments.append((vid, w[:k]))
+                    n += k
+                if k < len(w):
+                    rest.append((vid, w[k:]))
+            feats = _embed_pooled(backbone, m, [w for _, w in segments], device, opts)
+            for (vid, _), f in zip(segments, feats):
+                videos[vid].feats[m].append(f)
+                videos[vid].queued -= len(f)
+            queue[m] = rest
         for vid in [v for v, p in videos.items() if p.final is not None and p.queued == 0]:
             done.append(_finished(videos.pop(vid), spec))
 
@@ -238,15 +264,13 @@ def _run(manifest: Path, rows: list[ManifestRow], backbone: Backbone, spec: Stor
             if item.piece.final:
                 p.final = item.piece
                 bar.update(1)
-        queued = sum(len(w) for m in MODALITIES for _, w in queue[m])
         waiting = sum(1 for p in videos.values() if p.final is not None)
-        if queued >= opts.batch_windows or waiting >= opts.videos_per_load:
-            flush()
+        flush(force=waiting >= opts.videos_per_load)
         if len(done) + len(failures) >= opts.chunk_videos:
             write_store(partial / f"chunk_{chunk_id:05d}.h5", spec, done, failures)
             chunk_id += 1
             done, failures = [], []
-    flush()
+    flush(force=True)
     if done or failures:
         write_store(partial / f"chunk_{chunk_id:05d}.h5", spec, done, failures)
     bar.close()
@@ -278,9 +302,14 @@ def _embed_pooled(backbone: Backbone, modality: str, windows: list[torch.Tensor]
     outs = []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.precision == "bf16")
     for start in range(0, len(flat), opts.batch_windows):
-        x = flat[start:start + opts.batch_windows].to(device, non_blocking=True)
+        x = flat[start:start + opts.batch_windows]
+        n = len(x)
+        if opts.fixed_batch and n < opts.batch_windows:
+            # every call sees the same batch shape, so a window's features never depend on the batch it fell in
+            x = torch.cat([x, x.new_zeros((opts.batch_windows - n, *x.shape[1:]))])
+        x = x.to(device, non_blocking=True)
         with autocast:
-            outs.append(backbone.embed(modality, x).float())
+            outs.append(backbone.embed(modality, x)[:n].float())
     feats = torch.cat(outs).cpu().numpy()
     return np.split(feats, np.cumsum(lengths)[:-1])
 

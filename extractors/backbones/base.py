@@ -27,16 +27,13 @@ import numpy as np
 import torch
 from torch import nn
 
+from extractors.feature_sets import BackboneError, normalize_feature_set
 from extractors.media.decode import Clip
 
 MODALITIES = ("audio", "video")
 ENTRY_POINT_GROUP = "avzsl.backbones"
 BACKBONES: dict[str, type[Backbone]] = {}
 _PLUGINS_LOADED: dict[str, str] = {}  # entry-point name -> where it came from (for messages)
-
-
-class BackboneError(ValueError):
-    """A backbone that cannot be built as configured (unknown name or parameter, missing weights)."""
 
 
 def register(cls: type[Backbone]) -> type[Backbone]:
@@ -237,29 +234,6 @@ class Combined(Backbone):
         return {m: self.parts[m].config() for m in MODALITIES}
 
 
-def normalize_feature_set(fs: dict, where: str = "feature set") -> dict[str, dict]:
-    """``{"audio": {"backbone", "params"}, "video": {...}}`` from a feature-set entry: ``backbone`` + ``params``
-    serve every modality that has no entry of its own (``audio:`` / ``video:``)."""
-    known = {"backbone", "params", "audio", "video"}
-    unknown = sorted(set(fs) - known)
-    if unknown:
-        raise BackboneError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    out = {}
-    for m in MODALITIES:
-        part = fs.get(m)
-        if part is None:
-            if not fs.get("backbone"):
-                raise BackboneError(f"{where}: no backbone for {m}: set {where}.backbone or {where}.{m}.backbone")
-            part = {"backbone": fs["backbone"], "params": fs.get("params") or {}}
-        elif not isinstance(part, dict) or not part.get("backbone"):
-            raise BackboneError(f"{where}.{m}: must be a mapping with a backbone name (and params)")
-        bad = sorted(set(part) - {"backbone", "params"})
-        if bad:
-            raise BackboneError(f"{where}.{m}: unknown key(s) {bad}; known: ['backbone', 'params']")
-        out[m] = {"backbone": str(part["backbone"]), "params": dict(part.get("params") or {})}
-    return out
-
-
 def build_feature_set(fs: dict, where: str = "feature set") -> Backbone:
     """One backbone for a feature-set entry (see :func:`normalize_feature_set`): the shared backbone when both
     modalities name the same backbone and parameters, else a :class:`Combined` one."""
@@ -371,10 +345,7 @@ def stream_windows(backbone: Backbone, pieces) -> Iterator[WindowPiece]:
         counts = None
         if piece.final:
             plans = {m: window_times(piece.duration, backbone.specs[m]) for m in present}
-            counts = {m: len(plans[m]) for m in backbone.modalities}
-            for m in backbone.modalities:
-                if m not in present:
-                    counts[m] = 0
+            counts = {m: len(plans[m]) if m in plans else 0 for m in backbone.modalities}
         else:
             decoded = []
             if piece.has("video"):

@@ -104,7 +104,7 @@ def _decode_pyav(path: Path, fps: float, sample_rate: int, short_side: int | Non
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise MediaError(f"cannot open container: {_short(e)}") from None
+        raise MediaError(f"cannot open container: {_short(e).replace(f': {str(path)!r}', '')}") from None
     with container:
         missing = tuple(m for m in ("video", "audio") if not getattr(container.streams, m))
         for m in missing:
