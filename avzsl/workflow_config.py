@@ -51,8 +51,34 @@ def check_config(cfg: dict) -> None:
             raise ConfigError(f"config: active_datasets names {name!r}, which is not defined under datasets "
                               f"(defined: {', '.join(sorted(cfg['datasets'])) or 'none'})")
         _check_dataset(name, cfg["datasets"][name], cfg)
+    _check_feature_sets(cfg)
     _check_models(cfg)
     _check_tables(cfg)
+
+
+def _check_feature_sets(cfg: dict) -> None:
+    """Every feature set used by an active dataset names a backbone per modality; weight urls and digests are
+    well-formed (backbone names and parameters are checked when extraction builds them: that needs torch)."""
+    from extractors.feature_sets import BackboneError, normalize_feature_set
+
+    used = {fs for n in cfg["active_datasets"] if cfg["datasets"][n]["source"] != "released_avca"
+            for fs in cfg["datasets"][n]["feature_sets"]}
+    for name in sorted(used & set(cfg["feature_sets"])):
+        where = f"feature_sets.{name}"
+        try:
+            spec = normalize_feature_set(cfg["feature_sets"][name], where)
+        except BackboneError as e:
+            raise ConfigError(f"config: {e}") from None
+        for m, entry in spec.items():
+            key = f"{where}.{m}" if cfg["feature_sets"][name].get(m) else where
+            params = entry["params"]
+            if "sha256" in params and not re.fullmatch(r"[0-9a-fA-F]{64}", str(params["sha256"] or "")):
+                raise ConfigError(f"config: {key}.params.sha256 must be 64 hexadecimal digits, got {params['sha256']!r}")
+            if "url" in params and not (isinstance(params["url"], str) and params["url"]):
+                raise ConfigError(f"config: {key}.params.url must be a URL or a local path, got {params['url']!r}")
+            if params.get("url") and params.get("weights"):
+                raise ConfigError(f"config: {key}.params: give either url (fetched into resources/weights/) or "
+                                  "weights (a local file), not both")
 
 
 def _check_dataset(name: str, ds: dict, cfg: dict) -> None:

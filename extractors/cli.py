@@ -3,6 +3,7 @@
     demo-data       generate the offline demo dataset (videos, manifest, class names)
     scan-folder     manifest for a local folder of <class>/<video> files
     extract         per-window features for one shard of a manifest
+    fetch-weights   download a weight file into place, check and record its sha256
     merge-features  join shard stores into one feature store
     build-splits    two-stage zero-shot splits from a manifest
     copy-splits     check an official split folder and write it in canonical form
@@ -38,11 +39,23 @@ def cmd_scan_folder(a):
 
 def cmd_extract(a):
     from extractors.extract import ExtractOptions, extract_shard
+    from extractors.weights import read_record
 
     opts = ExtractOptions(decoder=a.decoder, workers=a.workers, batch_windows=a.batch_windows, device=a.device,
-                          precision=a.precision, max_seconds=a.max_seconds, progress=not a.quiet)
-    stats = extract_shard(a.manifest, a.shard, a.shards, a.backbone, a.params, a.out, opts)
+                          precision=a.precision, max_seconds=a.max_seconds, progress=not a.quiet,
+                          chunk_videos=a.chunk_videos, videos_per_load=a.videos_per_load,
+                          chunk_seconds=a.chunk_seconds or None, missing_modality=a.missing_modality,
+                          feature_set_name=a.feature_set_name)
+    backbone = a.feature_set if a.feature_set else a.backbone
+    weights = [read_record(p) for p in a.weights_record] or None
+    stats = extract_shard(a.manifest, a.shard, a.shards, backbone, a.params, a.out, opts, weights=weights)
     print(json.dumps(stats, indent=2))
+
+
+def cmd_fetch_weights(a):
+    from extractors.weights import fetch
+
+    print(json.dumps(fetch(a.url, a.out, a.sha256 or None, a.where)))
 
 
 def cmd_merge_features(a):
@@ -132,7 +145,27 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--max-seconds", type=float, default=None)
+    p.add_argument("--feature-set", type=json_arg, default=None,
+                   help="feature-set entry as JSON ({backbone, params} and/or {audio: {...}, video: {...}}); "
+                        "replaces --backbone/--params")
+    p.add_argument("--feature-set-name", default="", help="its name, for messages")
+    p.add_argument("--weights-record", action="append", default=[],
+                   help="sidecar JSON of a fetched weight file, kept as provenance (repeatable)")
+    p.add_argument("--chunk-videos", type=int, default=64, help="videos per committed chunk (resume granularity)")
+    p.add_argument("--videos-per-load", type=int, default=64,
+                   help="finished videos that may wait for a full batch before a padded batch is run")
+    p.add_argument("--chunk-seconds", type=float, default=60.0,
+                   help="decode and window long videos in pieces of this many seconds (0: whole)")
+    p.add_argument("--missing-modality", default="drop", choices=["drop", "keep"],
+                   help="a video without an audio or video stream: record it as failed (drop) or keep it marked")
     p.set_defaults(func=cmd_extract)
+
+    p = sub.add_parser("fetch-weights", help="download (or copy) a weight file, check and record its sha256")
+    p.add_argument("--url", required=True, help="http(s) or file:// URL, or a local path")
+    p.add_argument("--sha256", default="", help="expected digest (checked when given)")
+    p.add_argument("--out", required=True)
+    p.add_argument("--where", default="weights", help="config key for messages")
+    p.set_defaults(func=cmd_fetch_weights)
 
     p = sub.add_parser("merge-features", help="join shard stores")
     p.add_argument("--out", required=True)
@@ -174,5 +207,5 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--npy", help="text embedding .npy (default: the tree's features/<set>/text/ file)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_import_avca)
-    return ["demo-data", "scan-folder", "extract", "merge-features", "build-splits", "copy-splits", "text",
-            "import-avca"]
+    return ["demo-data", "scan-folder", "extract", "fetch-weights", "merge-features", "build-splits", "copy-splits",
+            "text", "import-avca"]

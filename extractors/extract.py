@@ -1,7 +1,8 @@
 """Extract per-window audio and visual features for one shard of a manifest.
 
-Decode workers (a DataLoader) decode and window videos on the CPU while the main process runs the backbone on
-batches of windows pooled across videos (pinned memory, non-blocking copies, optional bf16 autocast). Progress
+Decode workers (a DataLoader over an iterable dataset) decode and window videos on the CPU, a long video in pieces
+of ``chunk_seconds`` (never whole), while the main process runs the backbone on batches of windows pooled across
+videos (pinned memory, non-blocking copies, optional bf16 autocast). Progress
 is committed in small chunk files next to the output, so an interrupted shard resumes where it stopped; the
 shard file itself appears atomically when the shard is complete. A file that cannot be decoded is recorded
 with its reason and the shard goes on.
@@ -9,21 +10,31 @@ with its reason and the shard goes on.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
 from avzsl.common import config_hash
 from extractors.backbones import Backbone, build_backbone
+from extractors.backbones.base import (
+    MODALITIES,
+    Combined,
+    WindowPiece,
+    build_feature_set,
+    normalize_feature_set,
+    stream_windows,
+)
 from extractors.feature_store import FeatureStore, StoreSpec, VideoFeatures, merge_stores, write_store
-from extractors.media.decode import MediaError, decode
+from extractors.media.decode import MediaError, decode_stream
 from extractors.sources.manifest import ManifestRow, read_manifest, resolve_media
+from extractors.weights import check_local
 
 log = logging.getLogger("avzsl.extract")
 
@@ -33,16 +44,23 @@ class ExtractOptions:
     decoder: str = "pyav"
     workers: int = 2
     batch_windows: int = 256
-    videos_per_load: int = 8
+    videos_per_load: int = 64  # finished videos that may wait for a full batch before a padded one is run
     chunk_videos: int = 64
+    fixed_batch: bool = True  # pad the last batch: identical features whatever the batch composition
+    chunk_seconds: float | None = 60.0  # decode and window long videos in pieces of this length (None: whole)
+    missing_modality: str = "drop"  # or "keep": store a video without an audio (video) stream, marked missing
     device: str = "auto"
     precision: str = "fp32"  # or "bf16"
     max_seconds: float | None = None
     progress: bool = True
+    feature_set_name: str = ""  # for messages (feature_sets.<name>...)
 
     def __post_init__(self):
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ExtractionError(f"max_seconds must be a positive number of seconds or unset, got {self.max_seconds}")
+        if self.chunk_seconds is not None and not self.chunk_seconds > 0:
+            raise ExtractionError(f"chunk_seconds must be a positive number of seconds or unset, got "
+                                  f"{self.chunk_seconds}")
         for name in ("batch_windows", "videos_per_load", "chunk_videos"):
             if getattr(self, name) < 1:
                 raise ExtractionError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -50,17 +68,35 @@ class ExtractOptions:
             raise ExtractionError(f"workers must be 0 or more, got {self.workers}")
         if self.precision not in ("fp32", "bf16"):
             raise ExtractionError(f"precision must be fp32 or bf16, got {self.precision!r}")
+        if self.missing_modality not in MISSING_POLICIES:
+            raise ExtractionError(f"missing_modality must be one of {MISSING_POLICIES}, got {self.missing_modality!r}")
+
+
+MISSING_POLICIES = ("drop", "keep")
 
 
 class ExtractionError(ValueError):
     pass
 
 
-def feature_spec(backbone: Backbone, decoder: str, max_seconds: float | None) -> StoreSpec:
+def feature_spec(backbone: Backbone, decoder: str, max_seconds: float | None, missing_modality: str = "drop",
+                 weights: list[dict] | None = None) -> StoreSpec:
+    """The store's description. Everything that changes a feature value is in the configuration (and its hash);
+    the weight records (file, size, sha256) are provenance beside it."""
     cfg = {**backbone.config(), "decoder": decoder, "max_seconds": max_seconds}
-    return StoreSpec(audio_dim=backbone.audio_dim, video_dim=backbone.video_dim, has_sequences=True,
-                     extractor=backbone.name, extractor_config=cfg, config_hash=config_hash(cfg),
-                     audio_step_seconds=backbone.audio_step_seconds, video_step_seconds=backbone.video_step_seconds)
+    if missing_modality != "drop":
+        cfg["missing_modality"] = missing_modality
+    if weights:
+        cfg["weights_sha256"] = sorted(w["sha256"] for w in weights)
+    extra = {"weights": json.dumps(weights, sort_keys=True)} if weights else {}
+    names = {m: (backbone.parts[m].name if isinstance(backbone, Combined) else backbone.name) for m in MODALITIES}
+    extractor = names["audio"] if names["audio"] == names["video"] else f"{names['audio']}+{names['video']}"
+    return StoreSpec(audio_dim=backbone.dim("audio"), video_dim=backbone.dim("video"), has_sequences=True,
+                     extractor=extractor, extractor_config=cfg, config_hash=config_hash(cfg),
+                     audio_step_seconds=backbone.specs["audio"].hop_seconds,
+                     video_step_seconds=backbone.specs["video"].hop_seconds,
+                     audio_window_seconds=backbone.specs["audio"].window_seconds,
+                     video_window_seconds=backbone.specs["video"].window_seconds, extra_attrs=extra)
 
 
 def resolve_device(device: str) -> torch.device:
@@ -69,37 +105,65 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-class _ClipWindows(Dataset):
+@dataclass
+class _Item:
+    row: ManifestRow
+    piece: WindowPiece | None
+    error: str | None = None
+
+
+class _StreamWindows(IterableDataset):
+    """Decode workers: each takes every n-th video of the list and yields its windows piece by piece."""
+
     def __init__(self, manifest: Path, rows: list[ManifestRow], backbone: Backbone, opts: ExtractOptions):
         self.manifest, self.rows, self.backbone, self.opts = manifest, rows, backbone, opts
 
-    def __len__(self) -> int:
-        return len(self.rows)
+    def __iter__(self):
+        info = get_worker_info()
+        rows = self.rows if info is None else self.rows[info.id::info.num_workers]
+        for row in rows:
+            yield from self._video(row)
 
-    def __getitem__(self, i: int):
-        row = self.rows[i]
+    def _video(self, row: ManifestRow):
+        fmt, opts = self.backbone.input_format, self.opts
+        missing_ok = MODALITIES if opts.missing_modality == "keep" else ()
         try:
-            clip = decode(resolve_media(self.manifest, row), fps=self.backbone.video_fps,
-                          sample_rate=self.backbone.sample_rate, short_side=self.backbone.video_short_side,
-                          decoder=self.opts.decoder, max_seconds=self.opts.max_seconds)
-            return row, self.backbone.preprocess(clip), None
+            pieces = decode_stream(resolve_media(self.manifest, row), fps=fmt.fps or 1.0,
+                                   sample_rate=fmt.sample_rate or 16000, short_side=fmt.short_side,
+                                   decoder=opts.decoder, max_seconds=opts.max_seconds, channels=fmt.channels,
+                                   missing_ok=missing_ok, chunk_seconds=opts.chunk_seconds)
+            for piece in stream_windows(self.backbone, pieces):
+                yield _Item(row, piece)
         except MediaError as e:
-            return row, None, str(e)
+            yield _Item(row, None, str(e))
         except Exception as e:  # noqa: BLE001 - an odd file must not stop the shard; the reason is kept
-            return row, None, f"{type(e).__name__}: {e}"[:300]
+            yield _Item(row, None, f"{type(e).__name__}: {e}"[:300])
 
 
-def extract_shard(manifest: str | Path, shard: int, n_shards: int, backbone_name: str, backbone_params: dict,
-                  out: str | Path, opts: ExtractOptions | None = None) -> dict:
-    """Extract shard ``shard`` of ``n_shards`` (every n-th manifest row) into the store ``out``."""
+def extract_shard(manifest: str | Path, shard: int, n_shards: int, backbone_name: str | dict,
+                  backbone_params: dict | None, out: str | Path, opts: ExtractOptions | None = None,
+                  weights: list[dict] | None = None) -> dict:
+    """Extract shard ``shard`` of ``n_shards`` (every n-th manifest row) into the store ``out``.
+
+    ``backbone_name`` is a backbone name (with ``backbone_params``) or a feature-set entry
+    (``{"backbone", "params", "audio": {...}, "video": {...}}``, see :func:`build_feature_set`). ``weights``: the
+    records of the weight files used (``extractors.weights``), kept as provenance in the store.
+    """
     opts = opts or ExtractOptions()
     manifest, out = Path(manifest), Path(out)
     if not 0 <= shard < n_shards:
         raise ValueError(f"shard {shard} is outside 0..{n_shards - 1}")
     rows = read_manifest(manifest)[shard::n_shards]
     device = resolve_device(opts.device)
-    backbone = build_backbone(backbone_name, backbone_params).to(device).eval()
-    spec = feature_spec(backbone, opts.decoder, opts.max_seconds)
+    if isinstance(backbone_name, dict):
+        where = opts.feature_set_name and f"feature_sets.{opts.feature_set_name}" or "feature set"
+        fs = normalize_feature_set(backbone_name, where)
+        fs = {m: {**e, "params": check_local(e["params"], f"{where}.{m}")} for m, e in fs.items()}
+        backbone = build_feature_set(fs, where)
+    else:
+        backbone = build_backbone(backbone_name, backbone_params)
+    backbone = backbone.to(device).eval()
+    spec = feature_spec(backbone, opts.decoder, opts.max_seconds, opts.missing_modality, weights)
     partial = out.with_name(out.name + ".partial")
     done = _completed_ids(partial, spec.config_hash)
     todo = [r for r in rows if r.video_id not in done]
@@ -128,39 +192,101 @@ def extract_shard(manifest: str | Path, shard: int, n_shards: int, backbone_name
     return stats
 
 
+@dataclass
+class _Pending:
+    """A video whose windows are arriving: features per modality as they are computed."""
+
+    row: ManifestRow
+    feats: dict = field(default_factory=lambda: {m: [] for m in MODALITIES})
+    times: dict = field(default_factory=lambda: {m: [] for m in MODALITIES})
+    queued: int = 0  # windows not yet embedded
+    final: WindowPiece | None = None
+
+
 def _run(manifest: Path, rows: list[ManifestRow], backbone: Backbone, spec: StoreSpec, partial: Path,
          device: torch.device, opts: ExtractOptions) -> None:
+    """Stream windows from the decode workers, embed them in batches of exactly ``batch_windows`` pooled across
+    videos, commit finished videos in chunk files. A video's features never depend on which other windows share its
+    batch (every backbone call has the same shape; a window's output depends only on its own input)."""
     if not rows:
         return
     partial.mkdir(parents=True, exist_ok=True)
-    loader = DataLoader(_ClipWindows(manifest, rows, backbone, opts), batch_size=opts.videos_per_load,
-                        num_workers=opts.workers, collate_fn=list, pin_memory=device.type == "cuda",
+    loader = DataLoader(_StreamWindows(manifest, rows, backbone, opts), batch_size=None,
+                        num_workers=opts.workers,
                         persistent_workers=False, prefetch_factor=4 if opts.workers else None)
     from tqdm import tqdm
 
     bar = tqdm(total=len(rows), desc="extract", unit="video", disable=not opts.progress, mininterval=2)
-    pending: list[VideoFeatures] = []
+    videos: dict[str, _Pending] = {}
+    queue: dict[str, list[tuple[str, torch.Tensor]]] = {m: [] for m in MODALITIES}
+    done: list[VideoFeatures] = []
     failures: list[tuple[str, str]] = []
     chunk_id = len(list(partial.glob("chunk_*.h5")))
-    for group in loader:
-        good = [(row, win) for row, win, err in group if err is None]
-        for row, _, err in group:
-            if err is not None:
-                failures.append((row.video_id, err))
-                log.warning("skipping %s: %s", row.video_id, err)
-        if good:
-            feats = {m: _embed_pooled(backbone, m, [w[m] for _, w in good], device, opts) for m in ("audio", "video")}
-            for i, (row, _) in enumerate(good):
-                pending.append(VideoFeatures(row.video_id, row.label, audio_seq=feats["audio"][i],
-                                             video_seq=feats["video"][i]))
-        bar.update(len(group))
-        if len(pending) + len(failures) >= opts.chunk_videos:
-            write_store(partial / f"chunk_{chunk_id:05d}.h5", spec, pending, failures)
+
+    def flush(force: bool) -> None:
+        """Embed whole batches of ``batch_windows`` windows; with ``force`` also the rest (padded to a batch)."""
+        for m in MODALITIES:
+            total = sum(len(w) for _, w in queue[m])
+            take = total if force else total // opts.batch_windows * opts.batch_windows
+            if not take:
+                continue
+            segments, rest, n = [], [], 0
+            for vid, w in queue[m]:
+                k = max(0, min(len(w), take - n))
+                if k:
+                    segments.append((vid, w[:k]))
+                    n += k
+                if k < len(w):
+                    rest.append((vid, w[k:]))
+            feats = _embed_pooled(backbone, m, [w for _, w in segments], device, opts)
+            for (vid, _), f in zip(segments, feats):
+                videos[vid].feats[m].append(f)
+                videos[vid].queued -= len(f)
+            queue[m] = rest
+        for vid in [v for v, p in videos.items() if p.final is not None and p.queued == 0]:
+            done.append(_finished(videos.pop(vid), spec))
+
+    for item in loader:
+        vid = item.row.video_id
+        if item.error is not None:
+            failures.append((vid, item.error))
+            log.warning("skipping %s: %s", vid, item.error)
+            videos.pop(vid, None)
+            for m in MODALITIES:
+                queue[m] = [(v, w) for v, w in queue[m] if v != vid]
+            bar.update(1)
+        else:
+            p = videos.setdefault(vid, _Pending(item.row))
+            for m, w in item.piece.windows.items():
+                queue[m].append((vid, w))
+                p.times[m].append(item.piece.windows.times[m])
+                p.queued += len(w)
+            if item.piece.final:
+                p.final = item.piece
+                bar.update(1)
+        waiting = sum(1 for p in videos.values() if p.final is not None)
+        flush(force=waiting >= opts.videos_per_load)
+        if len(done) + len(failures) >= opts.chunk_videos:
+            write_store(partial / f"chunk_{chunk_id:05d}.h5", spec, done, failures)
             chunk_id += 1
-            pending, failures = [], []
-    if pending or failures:
-        write_store(partial / f"chunk_{chunk_id:05d}.h5", spec, pending, failures)
+            done, failures = [], []
+    flush(force=True)
+    if done or failures:
+        write_store(partial / f"chunk_{chunk_id:05d}.h5", spec, done, failures)
     bar.close()
+
+
+def _finished(p: _Pending, spec: StoreSpec) -> VideoFeatures:
+    kw = {}
+    for m in MODALITIES:
+        n = p.final.counts[m]
+        if m in p.final.missing:
+            kw[f"{m}_seq"] = np.zeros((0, spec.dim(m)), np.float32)
+            kw[f"{m}_times"] = np.zeros((0, 2), np.float64)
+        else:
+            kw[f"{m}_seq"] = np.concatenate(p.feats[m])[:n]
+            kw[f"{m}_times"] = np.concatenate(p.times[m])[:n]
+    return VideoFeatures(p.row.video_id, p.row.label, missing=tuple(p.final.missing), **kw)
 
 
 @torch.inference_mode()
@@ -168,13 +294,22 @@ def _embed_pooled(backbone: Backbone, modality: str, windows: list[torch.Tensor]
                   opts: ExtractOptions) -> list[np.ndarray]:
     """Run the backbone over the windows of several videos at once; split the result back per video."""
     lengths = [len(w) for w in windows]
-    flat = torch.cat(windows)
+    if device.type == "cuda":  # gather into page-locked memory so that the copies below are asynchronous
+        flat = torch.empty((sum(lengths), *windows[0].shape[1:]), dtype=windows[0].dtype, pin_memory=True)
+        torch.cat(windows, out=flat)
+    else:
+        flat = torch.cat(windows)
     outs = []
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=opts.precision == "bf16")
     for start in range(0, len(flat), opts.batch_windows):
-        x = flat[start:start + opts.batch_windows].to(device, non_blocking=True)
+        x = flat[start:start + opts.batch_windows]
+        n = len(x)
+        if opts.fixed_batch and n < opts.batch_windows:
+            # every call sees the same batch shape, so a window's features never depend on the batch it fell in
+            x = torch.cat([x, x.new_zeros((opts.batch_windows - n, *x.shape[1:]))])
+        x = x.to(device, non_blocking=True)
         with autocast:
-            outs.append(backbone.embed(modality, x).float())
+            outs.append(backbone.embed(modality, x)[:n].float())
     feats = torch.cat(outs).cpu().numpy()
     return np.split(feats, np.cumsum(lengths)[:-1])
 

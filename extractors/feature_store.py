@@ -1,18 +1,25 @@
 """The feature store: the one module that reads and writes avzsl's HDF5 feature files.
 
-Layout (``format = "avzsl-features"``, ``format_version = 1``)::
+Layout (``format = "avzsl-features"``, ``format_version = 2``)::
 
     /                      attrs: format, format_version, extractor, extractor_config (JSON), config_hash,
-                                  code_version, created, has_sequences, plus free-form provenance
+                                  code_version, created, has_sequences, plus free-form provenance (e.g. weights)
     /videos/id             (N,)    utf-8   video id (unique)
     /videos/label          (N,)    utf-8   class name, as in the split files
-    /<m>/mean              (N, D)  float32 mean over the video's steps          m in {audio, video}
+    /<m>/mean              (N, D)  float32 mean over the video's steps (zeros where the modality is missing)
     /<m>/seq               (S, D)  float32 all steps of all videos, concatenated (only if has_sequences)
     /<m>/offsets           (N+1,)  int64   steps of video i are seq[offsets[i]:offsets[i+1]]
-                           attrs:  dim, step_seconds
+    /<m>/times             (S, 2)  float64 start and end (seconds) of every step's window (v2, with seq)
+    /<m>/present           (N,)    bool    False: the video has no such stream (kept, zero steps) (v2)
+                           attrs:  dim, step_seconds (the hop), window_seconds (v2)
     /failed/id, /failed/reason     media that could not be processed, and why
 
-Sequences are ragged and stored flat so that a VGGSound-size store loads with a handful of reads.
+Sequences are ragged and stored flat so that a VGGSound-size store loads with a handful of reads. Version-1 files
+(no times, no present) are read: their step k spans [k, k+1) * step_seconds and every modality is present.
+
+Audio and video steps of a video are aligned in time: both cover the same span, the duration both streams cover
+(the shorter stream decides), each with its own window and hop from 0. :func:`step_map` maps one modality's steps
+onto the other's by their window centres.
 """
 
 from __future__ import annotations
@@ -30,7 +37,8 @@ import numpy as np
 from avzsl.common import atomic_path, code_version, quarantine
 
 FORMAT = "avzsl-features"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)
 MODALITIES = ("audio", "video")
 _STR = h5py.string_dtype("utf-8")
 
@@ -49,12 +57,24 @@ class VideoFeatures:
     video_seq: np.ndarray | None = None
     audio_mean: np.ndarray | None = None
     video_mean: np.ndarray | None = None
+    audio_times: np.ndarray | None = None  # (T, 2) window start/end in seconds; default k*step .. (k+1)*step
+    video_times: np.ndarray | None = None
+    missing: tuple[str, ...] = ()  # modalities the video has no stream for (zero steps, mean of zeros)
 
     def seq(self, modality: str) -> np.ndarray | None:
         return getattr(self, f"{modality}_seq")
 
-    def mean(self, modality: str) -> np.ndarray:
+    def times(self, modality: str, step_seconds: float) -> np.ndarray:
+        t = getattr(self, f"{modality}_times")
+        if t is None:
+            s = self.seq(modality)
+            return default_times(0 if s is None else len(s), step_seconds)
+        return np.asarray(t, np.float64).reshape(-1, 2)
+
+    def mean(self, modality: str, dim: int | None = None) -> np.ndarray:
         m = getattr(self, f"{modality}_mean")
+        if m is None and modality in self.missing:
+            return np.zeros(dim if dim is not None else self.seq(modality).shape[-1], np.float32)
         if m is None:
             s = self.seq(modality)
             if s is None or len(s) == 0:
@@ -75,6 +95,8 @@ class StoreSpec:
     config_hash: str = ""
     audio_step_seconds: float = 1.0
     video_step_seconds: float = 1.0
+    audio_window_seconds: float | None = None  # None: the step
+    video_window_seconds: float | None = None
     extra_attrs: dict = field(default_factory=dict)
 
     def dim(self, modality: str) -> int:
@@ -82,6 +104,31 @@ class StoreSpec:
 
     def step_seconds(self, modality: str) -> float:
         return self.audio_step_seconds if modality == "audio" else self.video_step_seconds
+
+    def window_seconds(self, modality: str) -> float:
+        w = self.audio_window_seconds if modality == "audio" else self.video_window_seconds
+        return self.step_seconds(modality) if w is None else w
+
+
+def default_times(n: int, step_seconds: float) -> np.ndarray:
+    """Window times of a store without them (version 1): step k spans [k, k+1) * step_seconds."""
+    k = np.arange(n, dtype=np.float64)
+    return np.stack([k * step_seconds, (k + 1) * step_seconds], 1).reshape(-1, 2)
+
+
+def step_map(src_times: np.ndarray, dst_times: np.ndarray) -> np.ndarray:
+    """For each step of one modality (``dst_times``, (T, 2)), the index of the step of the other (``src_times``)
+    whose window centre is nearest to its centre (ties: the earlier); -1 everywhere when ``src_times`` is empty.
+    E.g. ``audio_seq[step_map(audio_times, video_times)]`` gives one audio step per video step."""
+    src_c, dst_c = np.asarray(src_times).mean(1), np.asarray(dst_times).mean(1)
+    if len(src_c) == 0:
+        return np.full(len(dst_c), -1, np.int64)
+    right = np.clip(np.searchsorted(src_c, dst_c), 1, len(src_c) - 1) if len(src_c) > 1 else np.zeros(len(dst_c), int)
+    if len(src_c) == 1:
+        return right.astype(np.int64)
+    left = right - 1
+    take_left = np.abs(dst_c - src_c[left]) <= np.abs(src_c[right] - dst_c)
+    return np.where(take_left, left, right).astype(np.int64)
 
 
 def write_store(path: str | Path, spec: StoreSpec, videos: Iterable[VideoFeatures],
@@ -102,10 +149,13 @@ def write_store(path: str | Path, spec: StoreSpec, videos: Iterable[VideoFeature
             mg = f.create_group(m)
             mg.attrs["dim"] = d
             mg.attrs["step_seconds"] = spec.step_seconds(m)
+            mg.attrs["window_seconds"] = spec.window_seconds(m)
             means = np.zeros((len(videos), d), np.float32)
             lengths = np.zeros(len(videos), np.int64)
+            present = np.array([m not in v.missing for v in videos], bool)
+            mg.create_dataset("present", data=present)
             for i, v in enumerate(videos):
-                means[i] = _check_dim(v.mean(m), d, v.video_id, m)
+                means[i] = _check_dim(v.mean(m, d), d, v.video_id, m)
                 if spec.has_sequences:
                     s = v.seq(m)
                     if s is None:
@@ -116,11 +166,17 @@ def write_store(path: str | Path, spec: StoreSpec, videos: Iterable[VideoFeature
                 offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
                 seq = mg.create_dataset("seq", shape=(int(offsets[-1]), d), dtype=np.float32,
                                         chunks=(max(1, min(4096, int(offsets[-1]))), d) if offsets[-1] else None)
+                times = np.zeros((int(offsets[-1]), 2), np.float64)
                 for i, v in enumerate(videos):
                     if lengths[i]:
                         seq[offsets[i]:offsets[i + 1]] = _check_dim(np.asarray(v.seq(m), np.float32), d,
                                                                     v.video_id, m)
+                        t = v.times(m, spec.step_seconds(m))
+                        if t.shape != (lengths[i], 2):
+                            raise FeatureStoreError(f"{v.video_id}: {len(t)} {m} window times for {lengths[i]} steps")
+                        times[offsets[i]:offsets[i + 1]] = t
                 mg.create_dataset("offsets", data=offsets)
+                mg.create_dataset("times", data=times)
         _write_failures(f, list(failures))
     return len(videos)
 
@@ -152,13 +208,19 @@ class FeatureStore:
             if f.attrs.get("format") != FORMAT:
                 raise FeatureStoreError(f"{self.path} is not an avzsl feature store")
             version = int(f.attrs["format_version"])
-            if version > FORMAT_VERSION:
-                raise FeatureStoreError(f"{self.path}: format version {version} is newer than this code")
+            if version not in READABLE_VERSIONS:
+                raise FeatureStoreError(f"{self.path}: format version {version} is not one this code reads "
+                                        f"({READABLE_VERSIONS})")
+            self.version = version
             self.attrs = {k: _attr(v) for k, v in f.attrs.items()}
             self.ids = [s.decode() if isinstance(s, bytes) else s for s in f["videos/id"][()]]
             self.labels = [s.decode() if isinstance(s, bytes) else s for s in f["videos/label"][()]]
             self.dims = {m: int(f[m].attrs["dim"]) for m in MODALITIES}
             self.step_seconds = {m: float(f[m].attrs["step_seconds"]) for m in MODALITIES}
+            self.window_seconds = {m: float(f[m].attrs.get("window_seconds", self.step_seconds[m]))
+                                   for m in MODALITIES}
+            self._present = {m: f[f"{m}/present"][()].astype(bool) if f"{m}/present" in f
+                             else np.ones(len(f["videos/id"]), bool) for m in MODALITIES}
             self._offsets = {m: f[f"{m}/offsets"][()] for m in MODALITIES if f"{m}/offsets" in f}
             self._failures = _read_failures(f)
             self.has_sequences = bool(self.attrs.get("has_sequences", False))
@@ -189,6 +251,9 @@ class FeatureStore:
                 off = self._offsets.get(m)
                 if off is None or len(off) != n + 1 or int(off[-1]) != f[f"{m}/seq"].shape[0]:
                     problems.append(f"{m} offsets do not match {m}/seq")
+            for m in MODALITIES:
+                if f"{m}/times" in f and f[f"{m}/times"].shape != (f[f"{m}/seq"].shape[0], 2):
+                    problems.append(f"{m}/times does not match {m}/seq")
         if problems:
             raise quarantine(self.path, "; ".join(problems))
 
@@ -226,6 +291,37 @@ class FeatureStore:
         gather = np.repeat(starts - new_off[:-1], lengths) + np.arange(new_off[-1])
         return seq[gather], new_off
 
+    def times(self, modality: str, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(flat (S, 2) window start/end in seconds, offsets) of the given rows, as :meth:`sequences`."""
+        off = self._offsets.get(modality)
+        if not self.has_sequences or off is None:
+            raise FeatureStoreError(f"{self.path} holds no per-step sequences (extractor {self.attrs.get('extractor')})")
+        rows = np.asarray(rows, np.int64)
+        starts, ends = off[rows], off[rows + 1]
+        lengths = ends - starts
+        new_off = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        with self._open() as f:
+            stored = f[f"{modality}/times"][()] if f"{modality}/times" in f else None
+        if stored is None:  # version 1: derived from the step
+            local = np.arange(new_off[-1]) - np.repeat(new_off[:-1], lengths)
+            flat = default_times(0, 0)
+            if len(local):
+                step = self.step_seconds[modality]
+                flat = np.stack([local * step, (local + 1) * step], 1).astype(np.float64)
+            return flat, new_off
+        gather = np.repeat(starts - new_off[:-1], lengths) + np.arange(new_off[-1])
+        return stored[gather], new_off
+
+    def present(self, modality: str, rows: np.ndarray | None = None) -> np.ndarray:
+        """True where the video has the modality (False: kept without it, zero steps, see ``missing_modality``)."""
+        p = self._present[modality]
+        return p if rows is None else p[rows]
+
+    def video_steps(self, video_id: str) -> dict:
+        """One video's steps: ``{m: (seq (T, D), times (T, 2))}``."""
+        row = np.array([self._row[video_id]])
+        return {m: (self.sequences(m, row)[0], self.times(m, row)[0]) for m in MODALITIES}
+
     def failures(self) -> list[tuple[str, str]]:
         return list(self._failures)
 
@@ -233,13 +329,17 @@ class FeatureStore:
         with self._open() as f:
             means = {m: f[f"{m}/mean"][()] for m in MODALITIES}
             seqs = {m: f[f"{m}/seq"][()] for m in MODALITIES} if self.has_sequences else None
+        times = ({m: self.times(m, np.arange(len(self.ids)))[0] for m in MODALITIES} if self.has_sequences
+                 else None)
         for i, (vid, label) in enumerate(zip(self.ids, self.labels)):
             kw = {f"{m}_mean": means[m][i] for m in MODALITIES}
             if seqs is not None:
                 for m in MODALITIES:
                     o = self._offsets[m]
                     kw[f"{m}_seq"] = seqs[m][o[i]:o[i + 1]]
-            yield VideoFeatures(vid, label, **kw)
+                    kw[f"{m}_times"] = times[m][o[i]:o[i + 1]]
+            missing = tuple(m for m in MODALITIES if not self._present[m][i])
+            yield VideoFeatures(vid, label, missing=missing, **kw)
 
     def spec(self) -> StoreSpec:
         a = self.attrs
@@ -249,7 +349,8 @@ class FeatureStore:
             audio_dim=self.dims["audio"], video_dim=self.dims["video"], has_sequences=self.has_sequences,
             extractor=str(a.get("extractor", "")), extractor_config=json.loads(a.get("extractor_config", "{}")),
             config_hash=self.config_hash, audio_step_seconds=self.step_seconds["audio"],
-            video_step_seconds=self.step_seconds["video"],
+            video_step_seconds=self.step_seconds["video"], audio_window_seconds=self.window_seconds["audio"],
+            video_window_seconds=self.window_seconds["video"],
             extra_attrs={k: v for k, v in a.items() if k not in reserved},
         )
 

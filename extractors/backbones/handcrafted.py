@@ -22,11 +22,12 @@ import torch.nn.functional as F
 
 from extractors.backbones.base import (
     Backbone,
+    InputFormat,
+    ModalitySpec,
     audio_windows,
     center_crop,
     frame_windows,
     register,
-    window_starts,
 )
 from extractors.media.decode import Clip
 
@@ -53,24 +54,25 @@ def mel_filterbank(n_fft: int, sample_rate: int, n_mels: int, fmin: float, fmax:
 class Handcrafted(Backbone):
     name = "handcrafted"
     default_params = {"window_seconds": 1.0, "sample_rate": 16000, "n_mels": 40, "frames_per_window": 8,
-                      "frame_size": 64}
+                      "frame_size": 64, "hop_seconds": None}
     AUDIO_DIM = 128
     VIDEO_DIM = 96
 
     def __init__(self, window_seconds: float, sample_rate: int, n_mels: int, frames_per_window: int,
-                 frame_size: int):
+                 frame_size: int, hop_seconds: float | None = None):
         super().__init__(window_seconds=window_seconds, sample_rate=sample_rate, n_mels=n_mels,
-                         frames_per_window=frames_per_window, frame_size=frame_size)
+                         frames_per_window=frames_per_window, frame_size=frame_size, hop_seconds=hop_seconds)
+        hop = hop_seconds or window_seconds
         if 3 * n_mels + 8 != self.AUDIO_DIM:
             raise ValueError(f"handcrafted: n_mels must be {(self.AUDIO_DIM - 8) // 3}")
         self.window = window_seconds
-        self.sample_rate = sample_rate
         self.frames_per_window = frames_per_window
         self.frame_size = frame_size
-        self.video_fps = frames_per_window / window_seconds
-        self.video_short_side = frame_size
-        self.audio_step_seconds = self.video_step_seconds = window_seconds
-        self.audio_dim, self.video_dim = self.AUDIO_DIM, self.VIDEO_DIM
+        self.modalities = ("audio", "video")
+        self.specs = {"audio": ModalitySpec(window_seconds, hop, self.AUDIO_DIM),
+                      "video": ModalitySpec(window_seconds, hop, self.VIDEO_DIM)}
+        self.input_format = InputFormat(fps=frames_per_window / window_seconds, short_side=frame_size,
+                                        sample_rate=sample_rate, channels="downmix")
         self.n_fft = 512
         self.hop = max(1, sample_rate // 100)
         self.register_buffer("stft_window", torch.hann_window(int(0.025 * sample_rate)), persistent=False)
@@ -80,14 +82,14 @@ class Handcrafted(Backbone):
         self.register_buffer("freqs", freqs / (sample_rate / 2), persistent=False)
 
     # ---------------------------------------------------------------- preprocessing (CPU, decode workers)
-    def preprocess(self, clip: Clip) -> dict[str, torch.Tensor]:
-        starts = window_starts(clip.duration, self.window)
-        audio = audio_windows(clip.audio, clip.sample_rate, starts, self.window)
-        frames = frame_windows(clip.frames, clip.fps, starts, self.window, self.frames_per_window)
+    def window_data(self, clip: Clip, modality: str, starts: np.ndarray) -> torch.Tensor:
+        if modality == "audio":
+            return torch.from_numpy(audio_windows(clip.audio, clip.sample_rate, starts, self.window, clip.sample_start))
+        frames = frame_windows(clip.frames, clip.fps, starts, self.window, self.frames_per_window, clip.frame_start)
         frames = center_crop(frames, self.frame_size)
         if frames.shape[-3:-1] != (self.frame_size, self.frame_size):
             frames = _pad_to(frames, self.frame_size)
-        return {"audio": torch.from_numpy(audio), "video": torch.from_numpy(np.ascontiguousarray(frames))}
+        return torch.from_numpy(np.ascontiguousarray(frames))
 
     # ---------------------------------------------------------------- features (device, batched)
     def embed(self, modality: str, x: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ raises :class:`MediaError` with a reason a person can act on; callers record it 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -22,35 +23,70 @@ class MediaError(Exception):
 
 @dataclass
 class Clip:
+    """Decoded media, or one piece of it (see :func:`decode_stream`)."""
+
     frames: np.ndarray  # (T, H, W, 3) uint8 RGB, sampled at ``fps``
     fps: float
     audio: np.ndarray  # (S,) float32 mono in [-1, 1] at ``sample_rate``
     sample_rate: int
-    duration: float  # seconds covered by both streams
+    duration: float  # seconds covered by both streams (of a piece: decoded so far)
+    frame_start: int = 0  # frames[0] is frame ``frame_start`` of the video (at ``fps``)
+    sample_start: int = 0  # audio[0] is sample ``sample_start`` of the video
+    missing: tuple[str, ...] = ()  # modalities the file has no stream for (kept under missing_modality: keep)
+    final: bool = True  # the last piece: ``duration`` is the duration of the whole video
+
+    def has(self, modality: str) -> bool:
+        return modality not in self.missing
 
 
 def decode(path: str | Path, *, fps: float, sample_rate: int, short_side: int | None = None,
-           decoder: str = "pyav", max_seconds: float | None = None) -> Clip:
+           decoder: str = "pyav", max_seconds: float | None = None, channels: str = "downmix",
+           missing_ok: tuple[str, ...] = ()) -> Clip:
     """Decode ``path``: frames resampled to ``fps`` (nearest earlier frame) and resized so that the short side
-    is ``short_side`` (aspect kept), audio mixed to mono and resampled to ``sample_rate``."""
+    is ``short_side`` (aspect kept), audio mixed to mono (``channels``: FFmpeg's ``downmix`` or the plain ``mean``
+    of the channels) and resampled to ``sample_rate``. A modality in ``missing_ok`` whose stream the file lacks is
+    reported in ``Clip.missing`` instead of failing."""
+    frames, audio, last = [], [], None
+    for piece in decode_stream(path, fps=fps, sample_rate=sample_rate, short_side=short_side, decoder=decoder,
+                               max_seconds=max_seconds, channels=channels, missing_ok=missing_ok):
+        frames.append(piece.frames)
+        audio.append(piece.audio)
+        last = piece
+    return Clip(frames=np.concatenate(frames), fps=fps, audio=np.concatenate(audio), sample_rate=sample_rate,
+                duration=last.duration, missing=last.missing)
+
+
+def decode_stream(path: str | Path, *, fps: float, sample_rate: int, short_side: int | None = None,
+                  decoder: str = "pyav", max_seconds: float | None = None, channels: str = "downmix",
+                  missing_ok: tuple[str, ...] = (), chunk_seconds: float | None = None) -> Iterator[Clip]:
+    """Decode ``path`` in pieces of about ``chunk_seconds`` (None: one piece), in one pass: each piece holds the
+    frames and samples decoded since the previous one, so a long file is never held whole. The pieces, joined,
+    are exactly what :func:`decode` returns; the last one has ``final`` set and the duration of the whole video.
+    The checks (no frames, no samples, NaN) raise :class:`MediaError` from the piece where they are found."""
     path = Path(path)
     if not path.exists():
         raise MediaError("file not found")
     if path.stat().st_size == 0:
         raise MediaError("empty file")
+    if channels not in ("downmix", "mean"):
+        raise ValueError(f"channels must be 'downmix' or 'mean', got {channels!r}")
     if decoder == "pyav":
-        clip = _decode_pyav(path, fps, sample_rate, short_side, max_seconds)
+        pieces = _decode_pyav(path, fps, sample_rate, short_side, max_seconds, channels, missing_ok, chunk_seconds)
     elif decoder == "decord":
-        clip = _decode_decord(path, fps, sample_rate, short_side, max_seconds)
+        if channels != "downmix" or missing_ok:
+            raise ValueError("decoder 'decord' supports channels 'downmix' and no missing modality; use pyav")
+        pieces = iter([_decode_decord(path, fps, sample_rate, short_side, max_seconds)])
     else:
         raise ValueError(f"unknown decoder {decoder!r}; choose from {DECODERS}")
-    if len(clip.frames) == 0:
-        raise MediaError("no decodable video frames")
-    if len(clip.audio) == 0:
-        raise MediaError("no decodable audio samples")
-    if not np.isfinite(clip.audio).all():
-        raise MediaError("audio contains NaN or inf samples")
-    return clip
+    for piece in pieces:
+        if not np.isfinite(piece.audio).all():
+            raise MediaError("audio contains NaN or inf samples")
+        if piece.final:
+            if piece.frame_start + len(piece.frames) == 0 and piece.has("video"):
+                raise MediaError("no decodable video frames")
+            if piece.sample_start + len(piece.audio) == 0 and piece.has("audio"):
+                raise MediaError("no decodable audio samples")
+        yield piece
 
 
 def _target_size(width: int, height: int, short_side: int | None) -> tuple[int, int]:
@@ -61,31 +97,68 @@ def _target_size(width: int, height: int, short_side: int | None) -> tuple[int, 
     return max(2, int(round(width * scale / 2)) * 2), max(2, int(round(height * scale / 2)) * 2)
 
 
-def _decode_pyav(path: Path, fps: float, sample_rate: int, short_side: int | None,
-                 max_seconds: float | None) -> Clip:
+def _decode_pyav(path: Path, fps: float, sample_rate: int, short_side: int | None, max_seconds: float | None,
+                 channels: str, missing_ok: tuple[str, ...], chunk_seconds: float | None) -> Iterator[Clip]:
     import av
 
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as e:
-        raise MediaError(f"cannot open container: {_short(e)}") from None
+        raise MediaError(f"cannot open container: {_short(e).replace(f': {str(path)!r}', '')}") from None
     with container:
-        if not container.streams.video:
-            raise MediaError("no video stream")
-        if not container.streams.audio:
-            raise MediaError("no audio stream")
-        vs, as_ = container.streams.video[0], container.streams.audio[0]
-        vs.thread_type = "AUTO"
-        width, height = _target_size(vs.codec_context.width, vs.codec_context.height, short_side)
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=sample_rate)
-        frames: list[np.ndarray] = []
-        audio: list[np.ndarray] = []
+        missing = tuple(m for m in ("video", "audio") if not getattr(container.streams, m))
+        for m in missing:
+            if m not in missing_ok:
+                raise MediaError(f"no {m} stream")
+        if len(missing) == 2:
+            raise MediaError("no video stream and no audio stream")
+        vs = None if "video" in missing else container.streams.video[0]
+        as_ = None if "audio" in missing else container.streams.audio[0]
+        if vs is not None:
+            vs.thread_type = "AUTO"
+            width, height = _target_size(vs.codec_context.width, vs.codec_context.height, short_side)
+            period = _frame_period(vs)
+        else:
+            width = height = 2
+            period = 0.0
+        # "downmix": FFmpeg's matrix to mono; "mean": keep the layout, average the channels here
+        resampler = (av.AudioResampler(format="flt", layout="mono", rate=sample_rate) if channels == "downmix"
+                     else av.AudioResampler(format="fltp", rate=sample_rate))
+        max_samples = None if max_seconds is None else int(max_seconds * sample_rate)
+        state = {"frames": [], "audio": [], "frame_start": 0, "sample_start": 0, "samples": 0}
         step = 1.0 / fps
-        period = _frame_period(vs)
         next_t = 0.0
         last_video_t = 0.0
+        chunk_frames = math.inf if not chunk_seconds else max(1, int(chunk_seconds * fps))
+        chunk_samples = math.inf if not chunk_seconds else max(1, int(chunk_seconds * sample_rate))
+
+        def take_audio(rf):
+            a = rf.to_ndarray()
+            a = a.reshape(-1) if channels == "downmix" else a.reshape(a.shape[0] if a.ndim > 1 else 1, -1).mean(0)
+            if max_samples is not None:
+                a = a[: max(0, max_samples - state["samples"])]
+            state["samples"] += len(a)
+            state["audio"].append(a.astype(np.float32, copy=False))
+
+        def piece(final: bool, duration: float) -> Clip:
+            frames = (np.stack(state["frames"]) if state["frames"]
+                      else np.zeros((0, height, width, 3), np.uint8))
+            audio = np.concatenate(state["audio"]) if state["audio"] else np.zeros(0, np.float32)
+            out = Clip(frames=frames, fps=fps, audio=audio, sample_rate=sample_rate, duration=duration,
+                       frame_start=state["frame_start"], sample_start=state["sample_start"], missing=missing,
+                       final=final)
+            state["frame_start"] += len(frames)
+            state["sample_start"] += len(audio)
+            state["frames"], state["audio"] = [], []
+            return out
+
+        def pending_size() -> tuple[int, int]:
+            return len(state["frames"]), sum(len(a) for a in state["audio"])
+
+        streams = [s for s in (vs, as_) if s is not None]
+        failed = None
         try:
-            for packet in container.demux(vs, as_):
+            for packet in container.demux(*streams):
                 for frame in packet.decode():
                     if packet.stream.type == "video":
                         t = _frame_time(frame, vs)
@@ -97,21 +170,37 @@ def _decode_pyav(path: Path, fps: float, sample_rate: int, short_side: int | Non
                         img = frame.to_ndarray(format="rgb24", width=width, height=height)
                         # a frame stands in for every target instant up to the next decoded frame
                         while next_t <= t + 0.5 * period:
-                            frames.append(img)
+                            state["frames"].append(img)
                             next_t += step
                     else:
                         for rf in resampler.resample(frame):
-                            audio.append(rf.to_ndarray().reshape(-1))
+                            take_audio(rf)
+                n_frames, n_samples = pending_size()
+                if n_frames >= chunk_frames or n_samples >= chunk_samples:
+                    yield piece(False, min(_covered(state, fps, sample_rate, missing)))
             for rf in resampler.resample(None):
-                audio.append(rf.to_ndarray().reshape(-1))
+                take_audio(rf)
         except (av.error.FFmpegError, ValueError) as e:
-            if not frames or not audio:
-                raise MediaError(f"decoding failed: {_short(e)}") from None
-            # keep what decoded cleanly before the damage; the caller records the shortened duration
-    wav = np.concatenate(audio).astype(np.float32) if audio else np.zeros(0, np.float32)
-    if max_seconds is not None:
-        wav = wav[: int(max_seconds * sample_rate)]
-    return _finish(frames, fps, wav, sample_rate, last_video_t + period)
+            failed = e
+    n_frames, n_samples = pending_size()
+    total_frames, total_samples = state["frame_start"] + n_frames, state["sample_start"] + n_samples
+    if failed is not None and ((vs is not None and not total_frames) or (as_ is not None and not total_samples)):
+        raise MediaError(f"decoding failed: {_short(failed)}") from None
+    # after damage, what decoded cleanly before it is kept: the duration says how much
+    video_seconds = last_video_t + period if vs is not None else math.inf
+    audio_seconds = total_samples / sample_rate if as_ is not None else math.inf
+    duration = min(video_seconds, audio_seconds) if total_samples or as_ is None else 0.0
+    yield piece(True, max(duration, 0.0))
+
+
+def _covered(state: dict, fps: float, sample_rate: int, missing: tuple[str, ...]) -> list[float]:
+    """Seconds decoded so far per present stream (a piece's provisional duration)."""
+    out = []
+    if "video" not in missing:
+        out.append((state["frame_start"] + len(state["frames"])) / fps)
+    if "audio" not in missing:
+        out.append((state["sample_start"] + sum(len(a) for a in state["audio"])) / sample_rate)
+    return out
 
 
 def _frame_time(frame, stream) -> float:

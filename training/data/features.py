@@ -141,6 +141,17 @@ class StageData:
         return self.bank.gather(idx, crop="center", max_steps=self.eval_max_steps)
 
 
+def usable_rows(store: FeatureStore, rows: np.ndarray) -> tuple[np.ndarray, int]:
+    """Which rows (-1: absent) can be trained on: present in the store with both modalities. A video stored without
+    one (``extract.missing_modality: keep``) has no steps and a zero mean there; the models need both, so it is left
+    out and counted. Returns (mask, number left out for a missing modality)."""
+    found = rows >= 0
+    both = np.ones(len(rows), bool)
+    for m in MODALITIES:
+        both[found] &= store.present(m, rows[found])
+    return found & both, int((found & ~both).sum())
+
+
 def load_stage(features: str | Path, split_dir: str | Path, text: str | Path, stage: int, device: torch.device,
                sequences: bool = False, max_steps: int | None = None, eval_max_steps: int | None = None,
                mem_mb: int | None = None) -> StageData:
@@ -162,9 +173,13 @@ def load_stage(features: str | Path, split_dir: str | Path, text: str | Path, st
     rows_by_group, labels_by_group, counts = {}, {}, {}
     for name, vids in groups.items():
         rows = store.rows([v for v, _ in vids])
-        keep = rows >= 0
-        missing = int((~keep).sum())
+        keep, no_modality = usable_rows(store, rows)
+        missing = int((rows < 0).sum())
         counts[name] = {"listed": len(vids), "missing_features": missing}
+        if no_modality:
+            counts[name]["missing_modality"] = no_modality
+            log.warning("%s: %d split videos lack a modality (kept by extract.missing_modality: keep); left out",
+                        name, no_modality)
         if missing:
             log.warning("%s: %d of %d split videos have no features (failed or absent media); left out",
                         name, missing, len(vids))

@@ -14,7 +14,12 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from avzsl import workflow_config  # noqa: E402
+from extractors.feature_sets import normalize_feature_set  # noqa: E402
 from extractors.splits import split_files  # noqa: E402
+from extractors.weights import (  # noqa: E402
+    resolve_weight_params,
+    weight_targets,
+)
 from training import run_dir as rd  # noqa: E402
 from training.config import ConfigError, assemble_run_config  # noqa: E402
 
@@ -127,14 +132,43 @@ def text_split_inputs(wildcards):
     return split_outputs(split_dir(wildcards.dataset, fs))
 
 
-def backbone_of(wildcards):
-    return config["feature_sets"][wildcards.feature_set]["backbone"]
+def feature_set_spec(name):
+    """The feature set per modality: {"audio": {backbone, params}, "video": {...}}."""
+    return normalize_feature_set(config["feature_sets"][name], f"feature_sets.{name}")
 
 
-def backbone_params(wildcards):
+def extraction_feature_set(wildcards):
+    """What extraction gets: the feature set with fetched weight files in place of url/sha256."""
+    spec = feature_set_spec(wildcards.feature_set)
     return json.dumps(
-        config["feature_sets"][wildcards.feature_set]["params"], sort_keys=True
+        resolve_weight_params(wildcards.feature_set, spec), sort_keys=True
     )
+
+
+def weight_files(wildcards):
+    targets = weight_targets(
+        wildcards.feature_set, feature_set_spec(wildcards.feature_set)
+    )
+    return [t["path"] for t in targets.values()]
+
+
+def weight_records(wildcards):
+    return [f"{p}.json" for p in weight_files(wildcards)]
+
+
+def weight_record_args(wildcards):
+    return [a for p in weight_records(wildcards) for a in ("--weights-record", p)]
+
+
+def weight_target(wildcards):
+    targets = weight_targets(
+        wildcards.feature_set, feature_set_spec(wildcards.feature_set)
+    )
+    if wildcards.part not in targets:
+        raise WorkflowError(
+            f"feature_sets.{wildcards.feature_set}: no url for {wildcards.part}"
+        )
+    return targets[wildcards.part]
 
 
 def max_seconds_option(wildcards):

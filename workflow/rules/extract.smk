@@ -3,9 +3,34 @@ feature set; or the per-video features of a released AVCA tree, imported into th
 """
 
 
+rule fetch_weights:
+    output:
+        weights="resources/weights/{feature_set}/{part}/{filename}",
+        record="resources/weights/{feature_set}/{part}/{filename}.json",
+    log:
+        "logs/fetch_weights/{feature_set}/{part}/{filename}.log",
+    wildcard_constraints:
+        part="av|audio|video",
+        filename=r"[^/]+(?<!\.json)",
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=120,
+    params:
+        url=lambda w: weight_target(w)["url"],
+        sha256=lambda w: weight_target(w)["sha256"],
+    shell:
+        "python -m training.cli --quiet fetch-weights --url {params.url:q} --sha256 {params.sha256:q}"
+        " --out {output.weights:q} --where feature_sets.{wildcards.feature_set}.{wildcards.part}.params"
+        " > {log:q} 2>&1"
+
+
 rule extract_shard:
     input:
         manifest="resources/{dataset}/manifest.csv",
+        weights=weight_files,
+        records=weight_records,
     output:
         "results/features/{dataset}/{feature_set}/shards/{shard}.h5",
     log:
@@ -23,20 +48,27 @@ rule extract_shard:
         mem_mb=4000,
         runtime=240,
     params:
-        backbone=backbone_of,
-        backbone_params=backbone_params,
+        # every setting that changes a feature is a param: changing it reruns extraction and what follows
+        feature_set=extraction_feature_set,
+        records=weight_record_args,
         shards=config["extract"]["shards"],
         decoder=config["extract"]["decoder"],
         batch_windows=config["extract"]["batch_windows"],
         device=config["extract"]["device"],
         precision=config["extract"]["precision"],
         max_seconds=max_seconds_option,
+        chunk_seconds=config["extract"]["chunk_seconds"],
+        chunk_videos=config["extract"]["chunk_videos"],
+        videos_per_load=config["extract"]["videos_per_load"],
+        missing_modality=config["extract"]["missing_modality"],
     shell:
         "python -m training.cli --quiet --threads 1 extract --manifest {input.manifest:q} --shard {wildcards.shard}"
-        " --shards {params.shards}"
-        " --backbone {params.backbone} --params {params.backbone_params:q} --decoder {params.decoder}"
+        " --shards {params.shards} --feature-set {params.feature_set:q}"
+        " --feature-set-name {wildcards.feature_set} {params.records:q} --decoder {params.decoder}"
         " --workers $(( {threads} - 1 )) --batch-windows {params.batch_windows} --device {params.device}"
-        " --precision {params.precision} {params.max_seconds:q} --out {output:q} > {log:q} 2>&1"
+        " --precision {params.precision} {params.max_seconds:q} --chunk-seconds {params.chunk_seconds}"
+        " --chunk-videos {params.chunk_videos} --videos-per-load {params.videos_per_load}"
+        " --missing-modality {params.missing_modality} --out {output:q} > {log:q} 2>&1"
 
 
 rule merge_features:

@@ -1,0 +1,137 @@
+"""Weight files named in a feature set's params: fetched once into ``resources/weights/``, checked, recorded.
+
+A backbone's params may hold ``url`` (http(s), ``file://`` or a local path) and ``sha256``; the workflow's
+``fetch_weights`` rule calls :func:`fetch`, which downloads (resuming a ``.partial`` file with an HTTP range
+request when the server allows it), enforces the configured digest, moves the file into place and writes a sidecar
+``<file>.json`` (source, size, sha256) that extraction copies into the feature store's provenance. The extraction
+then gets the local file as the backbone's ``weights`` parameter (:func:`resolve_weight_params`). No torch here: the
+workflow imports this module to build its DAG.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+from avzsl.common import write_json_atomic
+
+RESERVED = ("url", "sha256")  # params handled here, never passed to a backbone
+WEIGHTS_PARAM = "weights"
+ROOT = "resources/weights"
+
+
+class WeightsError(ValueError):
+    pass
+
+
+def sha256_of(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _local_source(url: str) -> Path | None:
+    parsed = urllib.parse.urlparse(url)
+    if parsed.scheme == "file":
+        return Path(urllib.request.url2pathname(parsed.path))
+    if parsed.scheme in ("http", "https"):
+        return None
+    return Path(url)
+
+
+def fetch(url: str, out: str | Path, sha256: str | None = None, where: str = "weights", timeout: float = 60) -> dict:
+    """Bring ``url`` to ``out`` (atomically) and write ``out``.json; returns the record. ``where`` names the config
+    key in messages."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    local = _local_source(url)
+    if local is not None:
+        if not local.is_file():
+            raise WeightsError(f"{where}.url: local weight file not found: {local}")
+        shutil.copyfile(local, partial)
+    else:
+        _download(url, partial, timeout)
+    digest = sha256_of(partial)
+    if sha256 and digest != sha256.lower():
+        partial.unlink()
+        raise WeightsError(f"{where}.sha256: {url} has sha256 {digest}, the configuration says {sha256.lower()}; "
+                           "the download was discarded (fix the url or the digest)")
+    record = {"source": url, "file": out.name, "size": partial.stat().st_size, "sha256": digest}
+    os.replace(partial, out)
+    write_json_atomic(sidecar(out), record)
+    return record
+
+
+def _download(url: str, partial: Path, timeout: float) -> None:
+    have = partial.stat().st_size if partial.exists() else 0
+    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:
+            resumed = have and resp.status == 206
+            with open(partial, "ab" if resumed else "wb") as f:
+                shutil.copyfileobj(resp, f, 1 << 20)
+    except urllib.error.HTTPError as e:
+        if e.code == 416 and have:  # already complete
+            return
+        raise WeightsError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
+    except (urllib.error.URLError, OSError) as e:
+        raise WeightsError(f"cannot download {url}: {getattr(e, 'reason', e)} (the partial file is kept and the "
+                           "next run resumes it)") from None
+
+
+def sidecar(path: str | Path) -> Path:
+    return Path(str(path) + ".json")
+
+
+def read_record(path: str | Path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+# ---------------------------------------------------------------------------------------------- feature sets
+def weight_targets(feature_set: str, spec: dict[str, dict]) -> dict[str, dict]:
+    """The weight files a normalised feature set (``{"audio": {backbone, params}, "video": ...}``) needs fetched:
+    ``{part: {"url", "sha256", "path"}}``, part ``av`` when both modalities share one backbone."""
+    parts = {"av": spec["audio"]} if spec["audio"] == spec["video"] else dict(spec)
+    out = {}
+    for part, entry in parts.items():
+        params = entry.get("params") or {}
+        if params.get("url"):
+            name = Path(urllib.parse.urlparse(params["url"]).path).name or "weights"
+            out[part] = {"url": params["url"], "sha256": params.get("sha256") or "",
+                         "path": f"{ROOT}/{feature_set}/{part}/{name}"}
+    return out
+
+
+def resolve_weight_params(feature_set: str, spec: dict[str, dict]) -> dict[str, dict]:
+    """The feature set as extraction receives it: ``url``/``sha256`` replaced by the fetched file as ``weights``."""
+    targets = weight_targets(feature_set, spec)
+    out = {}
+    for m, entry in spec.items():
+        part = "av" if "av" in targets and spec["audio"] == spec["video"] else m
+        params = {k: v for k, v in (entry.get("params") or {}).items() if k not in RESERVED}
+        if part in targets:
+            params[WEIGHTS_PARAM] = targets[part]["path"]
+        out[m] = {"backbone": entry["backbone"], "params": params}
+    return out
+
+
+def check_local(params: dict, where: str) -> dict:
+    """Params given straight to extraction: a ``sha256`` is checked against the local ``weights`` file; ``url`` is
+    the workflow's business. Returns the params without the reserved keys."""
+    if params.get("url"):
+        raise WeightsError(f"{where}.params.url: weights given by url are fetched by the workflow (rule "
+                           "fetch_weights, or `avzsl fetch-weights`); pass the local file as 'weights'")
+    if params.get("sha256") and params.get(WEIGHTS_PARAM):
+        digest = sha256_of(params[WEIGHTS_PARAM])
+        if digest != params["sha256"].lower():
+            raise WeightsError(f"{where}.params.sha256: {params[WEIGHTS_PARAM]} has sha256 {digest}, the "
+                               f"configuration says {params['sha256'].lower()}")
+    return {k: v for k, v in params.items() if k not in RESERVED}
