@@ -10,6 +10,7 @@ with its reason and the shard goes on.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import shutil
@@ -53,6 +54,7 @@ class ExtractOptions:
     precision: str = "fp32"  # or "bf16"
     max_seconds: float | None = None
     progress: bool = True
+    worker_timeout: float = 900.0  # seconds a decode worker may take for one piece before the shard fails (0: none)
     feature_set_name: str = ""  # for messages (feature_sets.<name>...)
 
     def __post_init__(self):
@@ -64,6 +66,8 @@ class ExtractOptions:
         for name in ("batch_windows", "videos_per_load", "chunk_videos"):
             if getattr(self, name) < 1:
                 raise ExtractionError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.worker_timeout < 0:
+            raise ExtractionError(f"worker_timeout must be 0 or more seconds, got {self.worker_timeout}")
         if self.workers < 0:
             raise ExtractionError(f"workers must be 0 or more, got {self.workers}")
         if self.precision not in ("fp32", "bf16"):
@@ -211,8 +215,12 @@ def _run(manifest: Path, rows: list[ManifestRow], backbone: Backbone, spec: Stor
     if not rows:
         return
     partial.mkdir(parents=True, exist_ok=True)
+    if opts.workers:
+        # Decode workers are forked. A decoder left in a garbage cycle here would be freed again in the child,
+        # whose copy of its threads does not exist: free it now, before the fork (a worker would hang, not fail).
+        gc.collect()
     loader = DataLoader(_StreamWindows(manifest, rows, backbone, opts), batch_size=None,
-                        num_workers=opts.workers,
+                        num_workers=opts.workers, timeout=opts.worker_timeout if opts.workers else 0,
                         persistent_workers=False, prefetch_factor=4 if opts.workers else None)
     from tqdm import tqdm
 

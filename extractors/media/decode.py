@@ -181,11 +181,13 @@ def _decode_pyav(path: Path, fps: float, sample_rate: int, short_side: int | Non
             for rf in resampler.resample(None):
                 take_audio(rf)
         except (av.error.FFmpegError, ValueError) as e:
-            failed = e
+            # keep the message, not the exception: its traceback would hold this frame, and with it the codec
+            # contexts and their decode threads, in a reference cycle that a forked decode worker later frees
+            failed = _short(e)
     n_frames, n_samples = pending_size()
     total_frames, total_samples = state["frame_start"] + n_frames, state["sample_start"] + n_samples
     if failed is not None and ((vs is not None and not total_frames) or (as_ is not None and not total_samples)):
-        raise MediaError(f"decoding failed: {_short(failed)}") from None
+        raise MediaError(f"decoding failed: {failed}") from None
     # after damage, what decoded cleanly before it is kept: the duration says how much
     video_seconds = last_video_t + period if vs is not None else math.inf
     audio_seconds = total_samples / sample_rate if as_ is not None else math.inf
