@@ -50,6 +50,11 @@ class DemoSpec:
     max_seconds: float = 4.5
     seed: int = 0
     difficulty: float = 1.0  # scales noise and the chance of a distracting second object or sound
+    # the share of one-second segments in which a modality carries no class signal (the object is out of view, the
+    # sound stops): the audio stream is the weaker one, as in the benchmarks' videos
+    visual_gap: float = 0.2
+    audio_gap: float = 0.4
+    audio_snr_db: float = 10.0  # class sound against background noise, before difficulty
     broken_files: bool = True
 
     @classmethod
@@ -114,8 +119,8 @@ def write_clip(path: Path, rng: np.random.Generator, vi: int, si: int, spec: Dem
     width, height, fps, sr, channels = FORMATS[int(rng.integers(len(FORMATS)))]
     seconds = float(rng.uniform(spec.min_seconds, spec.max_seconds))
     n_frames = int(round(seconds * fps))
-    frames = render_video(rng, vi, width, height, fps, n_frames, spec.difficulty)
-    wav = synth_audio(rng, si, sr, seconds, spec.difficulty) if with_audio else None
+    frames = render_video(rng, vi, width, height, fps, n_frames, spec.difficulty, spec.visual_gap)
+    wav = synth_audio(rng, si, sr, seconds, spec.difficulty, spec.audio_gap, spec.audio_snr_db) if with_audio else None
     with atomic_path(path, suffix=".mp4") as tmp, av.open(str(tmp), "w", format="mp4") as out:
         # byte-identical output run to run: x264's macroblock-tree lookahead reads uninitialised memory at widths
         # that are not multiples of 64, and frame threads reorder work, so both are off
@@ -146,7 +151,7 @@ def write_clip(path: Path, rng: np.random.Generator, vi: int, si: int, spec: Dem
 
 
 def render_video(rng: np.random.Generator, vi: int, w: int, h: int, fps: int, n: int,
-                 difficulty: float = 1.0) -> np.ndarray:
+                 difficulty: float = 1.0, gap: float = 0.0) -> np.ndarray:
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     base = rng.uniform(25, 105)
     tilt = rng.uniform(-25, 25, size=2)
@@ -161,6 +166,12 @@ def render_video(rng: np.random.Generator, vi: int, w: int, h: int, fps: int, n:
     d_colour = np.array(VISUALS[other][2], np.float32)
     d_size = rng.uniform(0.04, 0.08) * min(w, h)
     d_pos, d_vel = rng.uniform([0, 0], [w, h]), rng.uniform(-15, 15, 2)
+    # and in some, another class's moving pattern, faint, in a third colour
+    ghost = rng.random() < min(1.0, 0.3 * difficulty)
+    g_draw = _PATTERNS[int(rng.choice([k for k in range(len(VISUALS)) if k != vi]))](rng, w, h)
+    g_colour = np.array(VISUALS[int(rng.choice([k for k in range(len(VISUALS)) if k != vi]))][2], np.float32)
+    g_alpha = rng.uniform(0.25, 0.45)
+    shown = segment_gate(rng, n / fps, gap)
     noise = 4 + 6 * difficulty
     frames = np.empty((n, h, w, 3), np.uint8)
     for i in range(n):
@@ -170,11 +181,24 @@ def render_video(rng: np.random.Generator, vi: int, w: int, h: int, fps: int, n:
             dx, dy = (d_pos + d_vel * t) % [w, h]
             m = (np.abs(xx - dx) < d_size) & (np.abs(yy - dy) < d_size)
             img[m] = d_colour
-        alpha = draw(t, xx, yy)
+        if ghost:
+            a = g_alpha * g_draw(t, xx, yy)
+            img = img * (1 - a[..., None]) + g_colour * a[..., None]
+        alpha = draw(t, xx, yy) * shown[min(int(t), len(shown) - 1)]
         img = img * (1 - alpha[..., None]) + colour * alpha[..., None]
         img += rng.normal(0, noise, img.shape)
         frames[i] = np.clip(img, 0, 255).astype(np.uint8)
     return frames
+
+
+def segment_gate(rng: np.random.Generator, seconds: float, gap: float) -> np.ndarray:
+    """1 for each one-second segment (the last one partial) that shows or sounds the class, 0 for a gap; a clip
+    keeps at least one segment with the class in it."""
+    n = max(1, int(np.ceil(seconds)))
+    on = (rng.random(n) >= gap).astype(np.float32)
+    if not on.any():
+        on[int(rng.integers(n))] = 1.0
+    return on
 
 
 def _disc(xx, yy, cx, cy, r):
@@ -244,18 +268,23 @@ _PATTERNS: list[Callable] = [_ball_bouncing, _square_sliding, _stripes_scrolling
                              _ring_expanding, _confetti_falling]
 
 
-def synth_audio(rng: np.random.Generator, si: int, sr: int, seconds: float, difficulty: float = 1.0) -> np.ndarray:
+def synth_audio(rng: np.random.Generator, si: int, sr: int, seconds: float, difficulty: float = 1.0,
+                gap: float = 0.0, snr_db: float = 16.0) -> np.ndarray:
     n = int(round(seconds * sr))
     t = np.arange(n) / sr
     sound = _SOUNDS[si](rng, t, sr)
-    sound /= np.max(np.abs(sound)) + 1e-9
-    if rng.random() < min(1.0, 0.4 * difficulty):  # a quieter sound of another class in the background
+    sound /= np.sqrt(np.mean(sound**2)) + 1e-9
+    level = 1.0  # the class sound's RMS while it is on
+    # the class sound stops in some seconds; 20-ms ramps keep the cuts from clicking
+    on = np.repeat(segment_gate(rng, seconds, gap), sr)[:n]
+    sound = sound * np.convolve(on, np.ones(sr // 50) / (sr // 50), mode="same")
+    if rng.random() < min(1.0, 0.5 * difficulty):  # another class's sound in the background, not much quieter
         other = int(rng.choice([k for k in range(len(SOUNDS)) if k != si]))
         extra = _SOUNDS[other](rng, t, sr)
-        sound = sound + extra / (np.max(np.abs(extra)) + 1e-9) * rng.uniform(0.2, 0.45)
-    snr_db = rng.uniform(18, 30) - 14 * difficulty
+        sound = sound + extra / (np.sqrt(np.mean(extra**2)) + 1e-9) * rng.uniform(0.3, 0.7) * level
+    snr = snr_db + rng.uniform(-3, 3) - 6 * difficulty
     noise = _pink_noise(rng, n)
-    noise *= 10 ** (-snr_db / 20) * np.sqrt(np.mean(sound**2)) / (np.sqrt(np.mean(noise**2)) + 1e-9)
+    noise *= 10 ** (-snr / 20) * level / (np.sqrt(np.mean(noise**2)) + 1e-9)
     wav = sound + noise
     return (wav / (np.max(np.abs(wav)) + 1e-9) * rng.uniform(0.4, 0.85)).astype(np.float32)
 
