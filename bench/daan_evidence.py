@@ -8,12 +8,16 @@ exceeds ``--t`` (2.0 by default, about p < 0.1 two-sided at 5 seeds each); the m
 
     python -m bench.daan_evidence --seeds 5 --steps 60 --data data/synthetic-ucf --out bench/out/daan_evidence.md
     python -m bench.daan_evidence --seeds 2 --steps 5 --scale 0.1 --variants base,daan   # a quick smoke run
+
+The Snakemake target ``daan_evidence`` (workflow/rules/evidence.smk) runs the same thing one job per variant and
+seed: ``--prepare`` writes the benchmark, ``--json-out`` keeps one job's runs, ``--from-runs`` makes the table.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import tempfile
 from pathlib import Path
@@ -80,6 +84,21 @@ def markdown(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
+def _write_atomic(path: str, text: str) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{path}.partial"
+    Path(tmp).write_text(text)
+    os.replace(tmp, path)
+
+
+def _table(runs: dict[str, list[dict]], dataset: str, steps: int, t: float) -> str:
+    first = next(iter(runs.values()))[0]
+    seeds = min(len(r) for r in runs.values())
+    return markdown(summarise(runs, t_threshold=t),
+                    {"dataset": dataset, "steps": steps, "seeds": seeds, "t": t,
+                     "chance_gzsl": first["chance_gzsl"], "chance_zsl": first["chance_zsl"]})
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
@@ -94,33 +113,51 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--t", type=float, default=2.0, help="|Welch t| beyond which a difference counts")
     ap.add_argument("--out", help="also write the markdown table here")
+    ap.add_argument("--prepare", action="store_true", help="only write the benchmark into --data")
+    ap.add_argument("--json-out", help="write this invocation's runs here (JSON lines)")
+    ap.add_argument("--from-runs", nargs="+", metavar="JSONL", help="no training: the table from --json-out files")
     args = ap.parse_args(argv)
+    if args.from_runs:
+        runs: dict[str, list[dict]] = {}
+        for path in args.from_runs:
+            for line in Path(path).read_text().splitlines():
+                r = json.loads(line)
+                runs.setdefault(r["variant"], []).append(r)
+        order = [n for n in VARIANTS if n in runs] + [n for n in runs if n not in VARIANTS]
+        text = _table({n: sorted(runs[n], key=lambda r: r["seed"]) for n in order}, dataset_name(args.dataset),
+                      args.steps, args.t)
+        print(text)
+        if args.out:
+            _write_atomic(args.out, text)
+        return
     torch.set_num_threads(args.threads)
     dataset = dataset_name(args.dataset)
     names = args.variants.split(",")
     unknown = [n for n in names if n not in VARIANTS]
     if unknown:
         raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
-    runs: dict[str, list[dict]] = {n: [] for n in names}
+    runs = {n: [] for n in names}
+    lines = []
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.data or tmp)
         folder.mkdir(parents=True, exist_ok=True)
         paths = benchmark_paths(folder, dataset, 0, args.scale)  # one benchmark; the seeds vary the training
+        if args.prepare:
+            return
         for seed in range(args.first_seed, args.first_seed + args.seeds):
             for name in names:
                 model, overrides = VARIANTS[name]
                 result = evaluate_model(model, paths, dataset, args.steps, args.batch_size or None, seed, args.device,
                                         {"model": overrides} if overrides else None)
                 runs[name].append(result)
-                print(json.dumps({"variant": name, "seed": seed, **result}), flush=True)
-    rows = summarise(runs, t_threshold=args.t)
-    first = next(iter(runs.values()))[0]
-    text = markdown(rows, {"dataset": dataset, "steps": args.steps, "seeds": args.seeds, "t": args.t,
-                           "chance_gzsl": first["chance_gzsl"], "chance_zsl": first["chance_zsl"]})
+                lines.append(json.dumps({"variant": name, "seed": seed, **result}))
+                print(lines[-1], flush=True)
+    if args.json_out:
+        _write_atomic(args.json_out, "\n".join(lines) + "\n")
+    text = _table(runs, dataset, args.steps, args.t)
     print(text)
     if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
+        _write_atomic(args.out, text)
 
 
 if __name__ == "__main__":

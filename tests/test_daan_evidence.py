@@ -29,3 +29,33 @@ def test_summary_marks_only_differences_beyond_the_seed_noise():
 def test_every_variant_names_a_model_and_known_hyper_parameters():
     for name, (model, overrides) in VARIANTS.items():
         assert set(overrides) <= set(MODELS[model].hparams), name
+
+
+def test_the_workflow_offers_exactly_the_script_variants():
+    import yaml
+
+    from conftest import REPO
+
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    ev = schema["properties"]["evidence"]["properties"]["variants"]
+    assert ev["items"]["enum"] == list(VARIANTS) and ev["default"] == list(VARIANTS)
+
+
+def test_per_job_runs_make_the_same_table_as_one_invocation(tmp_path, capsys):
+    """What the Snakemake target does (a benchmark, one job per variant and seed, then the table) equals one run."""
+    from bench.daan_evidence import main
+
+    common = ["--scale", "0.03", "--steps", "2", "--batch-size", "32", "--threads", "1"]
+    data = str(tmp_path / "bench")
+    main([*common, "--data", data, "--prepare"])
+    jobs = []
+    for variant in ("base", "daan"):
+        for seed in (0, 1):
+            jobs.append(str(tmp_path / f"{variant}.{seed}.jsonl"))
+            main([*common, "--data", data, "--variants", variant, "--first-seed", str(seed), "--seeds", "1",
+                  "--json-out", jobs[-1]])
+    main([*common, "--from-runs", *jobs, "--out", str(tmp_path / "table.md")])
+    main([*common, "--data", data, "--variants", "base,daan", "--seeds", "2", "--out", str(tmp_path / "one.md")])
+    table = (tmp_path / "table.md").read_text()
+    assert table == (tmp_path / "one.md").read_text()
+    assert "2 seeds" in table and table.count("| base |") == 1 and table.count("| daan |") == 1

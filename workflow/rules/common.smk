@@ -235,3 +235,23 @@ def table_results(wildcards):
 
 def table_outputs(name):
     return [f"results/{name}.csv", f"results/{name}.md"]
+
+
+# DAAN's evidence (workflow/rules/evidence.smk); bench/ is found through the PYTHONPATH set above
+EVIDENCE_DATASET = re.escape(config["evidence"]["dataset"])
+EVIDENCE_VARIANTS = "|".join(re.escape(v) for v in config["evidence"]["variants"])
+EVIDENCE_ARGS = (
+    "python -m bench.daan_evidence"
+    f" --dataset {config['evidence']['dataset']} --scale {config['evidence']['scale']}"
+    f" --steps {config['evidence']['steps']} --batch-size {config['evidence']['batch_size']}"
+    f" --device {config['training']['device']} --t {config['evidence']['t']}"
+)
+
+
+def evidence_runs(wildcards):
+    ev = config["evidence"]
+    return [
+        f"results/evidence/{wildcards.dataset}/runs/{v}/seed{s}.jsonl"
+        for v in ev["variants"]
+        for s in range(ev["first_seed"], ev["first_seed"] + ev["seeds"])
+    ]
