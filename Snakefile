@@ -29,5 +29,11 @@ rule all:
         ],
 
 
+# DAAN's Table II variants and open readings over several seeds (workflow/rules/evidence.smk); not in `all`
+rule daan_evidence:
+    input:
+        f"results/evidence/{config['evidence']['dataset']}/daan_evidence.md",
+
+
 onsuccess:
     print(f"avzsl: results table at {Path('results/summary.md').resolve()}")

@@ -53,8 +53,10 @@ def cmd_extract(a):
 
 
 def cmd_fetch_weights(a):
-    from extractors.weights import fetch
+    from extractors.weights import fetch, sidecar
 
+    if a.record and Path(a.record) != sidecar(a.out):
+        raise SystemExit(f"--record must be {sidecar(a.out)} (where the record of --out is written), got {a.record}")
     print(json.dumps(fetch(a.url, a.out, a.sha256 or None, a.where)))
 
 
@@ -165,6 +167,7 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--sha256", default="", help="expected digest (checked when given)")
     p.add_argument("--out", required=True)
     p.add_argument("--where", default="weights", help="config key for messages")
+    p.add_argument("--record", help="where the workflow expects the record (checked: always <out>.json)")
     p.set_defaults(func=cmd_fetch_weights)
 
     p = sub.add_parser("merge-features", help="join shard stores")

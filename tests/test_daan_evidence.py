@@ -33,7 +33,6 @@ def test_every_variant_names_a_model_and_known_hyper_parameters():
 
 def test_the_workflow_offers_exactly_the_script_variants():
     import yaml
-
     from conftest import REPO
 
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())

@@ -226,7 +226,7 @@ def test_missing_modality_keep_marks_and_training_leaves_it_out(bad_media, tmp_p
 def test_kill_9_during_extraction_resumes_without_recomputing(tmp_path):
     d = tmp_path / "clips"
     d.mkdir()
-    files = [write_av(d / f"k{i:02d}.mp4", seconds=1.2 + 0.1 * (i % 5), seed=i) for i in range(20)]
+    files = [write_av(d / f"k{i:02d}.mp4", seconds=1.2 + 0.1 * (i % 5), seed=i) for i in range(10)]
     m = _manifest(d, files)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     cmd = [sys.executable, "-m", "training.cli", "--threads", "1", "extract", "--manifest", str(m), "--workers",

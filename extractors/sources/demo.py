@@ -49,11 +49,11 @@ class DemoSpec:
     min_seconds: float = 2.5
     max_seconds: float = 4.5
     seed: int = 0
-    difficulty: float = 1.0  # scales noise and the chance of a distracting second object or sound
+    difficulty: float = 1.6  # scales noise and the chance of a distracting second object or sound
     # the share of one-second segments in which a modality carries no class signal (the object is out of view, the
     # sound stops): the audio stream is the weaker one, as in the benchmarks' videos
-    visual_gap: float = 0.2
-    audio_gap: float = 0.4
+    visual_gap: float = 0.35
+    audio_gap: float = 0.55
     audio_snr_db: float = 10.0  # class sound against background noise, before difficulty
     broken_files: bool = True
 

@@ -156,8 +156,8 @@ def weight_records(wildcards):
     return [f"{p}.json" for p in weight_files(wildcards)]
 
 
-def weight_record_args(wildcards):
-    return [a for p in weight_records(wildcards) for a in ("--weights-record", p)]
+def weight_record_args(records):
+    return [a for p in records for a in ("--weights-record", p)]
 
 
 def weight_target(wildcards):

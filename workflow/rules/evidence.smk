@@ -67,7 +67,3 @@ rule evidence_table:
     shell:
         "{params.bench} --from-runs {input:q} --out {output:q} > {log:q} 2>&1"
 
-
-rule daan_evidence:
-    input:
-        f"results/evidence/{config['evidence']['dataset']}/daan_evidence.md",

@@ -22,7 +22,7 @@ rule fetch_weights:
         sha256=lambda w: weight_target(w)["sha256"],
     shell:
         "python -m training.cli --quiet fetch-weights --url {params.url:q} --sha256 {params.sha256:q}"
-        " --out {output.weights:q} --where feature_sets.{wildcards.feature_set}.{wildcards.part}.params"
+        " --out {output.weights:q} --record {output.record:q} --where feature_sets.{wildcards.feature_set}.{wildcards.part}.params"
         " > {log:q} 2>&1"
 
 
@@ -50,7 +50,8 @@ rule extract_shard:
     params:
         # every setting that changes a feature is a param: changing it reruns extraction and what follows
         feature_set=extraction_feature_set,
-        records=weight_record_args,
+        # the weight files themselves reach extraction inside the feature set (resolve_weight_params)
+        records=lambda w, input: weight_record_args(input.records),
         shards=config["extract"]["shards"],
         decoder=config["extract"]["decoder"],
         batch_windows=config["extract"]["batch_windows"],
