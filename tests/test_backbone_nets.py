@@ -248,7 +248,8 @@ def test_c3d_bgr_mean_std_padding_and_negative(ckpt, tmp_path):
     assert x.shape == (2, 16, 112, 112, 3) and x.dtype == torch.float32
     np.testing.assert_allclose(w.times["video"], [[0, 0.64], [0.64, 1.0]])
     assert (x[1, 9:] == 0).all() and (x[1, :9] != 0).any()  # frames 16..24 real, the rest zeros
-    neg = build_backbone("c3d", {"weights": str(ckpt["c3d"]), "colour_negative": True})
+    neg = build_backbone("c3d", {"weights": str(ckpt["c3d"]), "colour_negative": True, "decode_short_side": None})
+    assert neg.input_format.short_side is None and b.input_format.short_side == 128
     frames = clip.frames.copy()
     frames[:] = np.array([0, 1, 255], np.uint8)
     flat = type(clip)(frames=frames, fps=25, audio=clip.audio, sample_rate=16000, duration=1.0)

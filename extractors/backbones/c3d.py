@@ -71,14 +71,16 @@ def load_c3d(path) -> C3DNet:
 class C3D(Backbone):
     name = "c3d"
     weights_param = "weights"
-    default_params = {"weights": None, "channel_order": "bgr", "colour_negative": False, "fps": 25.0}
+    default_params = {"weights": None, "channel_order": "bgr", "colour_negative": False, "fps": 25.0,
+                      "decode_short_side": 128}
     DIM = 4096
     FRAMES = 16
     RESIZE = (128, 171)
     CROP = 112
 
-    def __init__(self, weights, channel_order, colour_negative, fps):
-        super().__init__(weights=weights, channel_order=channel_order, colour_negative=colour_negative, fps=fps)
+    def __init__(self, weights, channel_order, colour_negative, fps, decode_short_side):
+        super().__init__(weights=weights, channel_order=channel_order, colour_negative=colour_negative, fps=fps,
+                         decode_short_side=decode_short_side)
         if channel_order not in ORDERS:
             raise BackboneError(f"backbone 'c3d': channel_order must be one of {ORDERS}, got {channel_order!r}")
         self.net = load_c3d(require_weights("c3d", weights, WHERE))
@@ -88,7 +90,8 @@ class C3D(Backbone):
         window = self.FRAMES / self.fps
         self.modalities = ("video",)
         self.specs = {"video": ModalitySpec(window, window, self.DIM)}
-        self.input_format = InputFormat(fps=self.fps, short_side=self.RESIZE[0])
+        # the decoder scales (aspect kept) to this short side first; None: full size, one resize to 128x171 here
+        self.input_format = InputFormat(fps=self.fps, short_side=int(decode_short_side) if decode_short_side else None)
 
     def plan(self, modality, duration):
         """Every frame in a clip: ceil(frames / 16) clips, the last one cut at the end of the video."""
