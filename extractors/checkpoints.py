@@ -29,12 +29,28 @@ class CheckpointError(BackboneError):
     pass
 
 
-def load_checkpoint(path: str | Path):
-    """Whatever ``path`` holds, read with ``torch.load(map_location="cpu", weights_only=True)``."""
+def _numpy_globals() -> list:
+    """What a pickle of plain numpy arrays needs (numpy 2 moved numpy.core to numpy._core)."""
+    import numpy as np
+
+    try:
+        from numpy._core.multiarray import _reconstruct
+    except ImportError:  # numpy 1
+        from numpy.core.multiarray import _reconstruct
+    kinds = (np.float16, np.float32, np.float64, np.int8, np.int16, np.int32, np.int64, np.uint8, np.bool_)
+    return [_reconstruct, np.ndarray, np.dtype, *{type(np.dtype(k)) for k in kinds}]
+
+
+def load_checkpoint(path: str | Path, numpy_arrays: bool = False):
+    """Whatever ``path`` holds, read with ``torch.load(map_location="cpu", weights_only=True)``. ``numpy_arrays``
+    also admits numpy arrays of plain numbers (e.g. a PCA file saved as arrays); still no code."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
+        if numpy_arrays:
+            with torch.serialization.safe_globals(_numpy_globals()):
+                return torch.load(path, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__

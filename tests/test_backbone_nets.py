@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import pickle
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,7 +23,7 @@ from extractors.feature_store import FeatureStore
 from extractors.media.decode import decode, decode_stream
 from extractors.sources.manifest import ManifestRow, write_manifest
 
-OPTS = dict(workers=0, progress=False, batch_windows=2, videos_per_load=1)
+OPTS = dict(workers=0, progress=False, batch_windows=2, videos_per_load=1, device="cpu")  # compared with CPU runs
 
 
 # ------------------------------------------------------------------------------------------ fabricated checkpoints
@@ -271,6 +272,65 @@ def test_vggish_log_mel_and_quantisation():
     assert q[0, :6].tolist() == [0, 0, 127, 254, 255, 255]  # (x + 2) * 255 / 4, truncated
     means = torch.full((128,), 0.5, dtype=torch.float64)
     torch.testing.assert_close(postprocess(emb, eye, means, quantize=False)[0, :3], torch.tensor([-3.5, -2.5, -0.5]))
+
+
+def test_vggish_quantisation_rounding_and_a_numpy_pca_pth(ckpt, tmp_path):
+    eye, zero = torch.eye(128, dtype=torch.float64), torch.zeros(128, dtype=torch.float64)
+    emb = torch.zeros(1, 128)
+    emb[0, 0] = 0.0  # (0 + 2) * 63.75 = 127.5
+    assert postprocess(emb, eye, zero)[0, 0] == 127 and postprocess(emb, eye, zero, rounding="round")[0, 0] == 128
+    with np.load(ckpt["pca"]) as z:  # torchvggish ships its PCA as a .pth of numpy arrays
+        torch.save({"pca_eigen_vectors": z["pca_eigen_vectors"], "pca_means": z["pca_means"]}, tmp_path / "p.pth")
+    b = build_backbone("vggish", {"weights": str(ckpt["vggish_fc"]), "pca": str(tmp_path / "p.pth"),
+                                  "rounding": "round"})
+    with np.load(ckpt["pca"]) as z:
+        np.testing.assert_array_equal(b.pca_vecs.numpy(), z["pca_eigen_vectors"])
+
+
+# ------------------------------------------------------------------------------------------ the reference code
+def test_selavi_spectrogram_equals_python_speech_features():
+    psf = pytest.importorskip("python_speech_features", reason="python_speech_features is not installed")
+    from extractors.backbones.selavi import fbank_matrix
+
+    fb = fbank_matrix(257, 1024, 44100)
+    rng = np.random.default_rng(0)
+    for n in (44100, 30000, 500):
+        wav = (rng.normal(size=n) * 3000).astype(np.int16)
+        ref = psf.logfbank(wav, 44100, winlen=0.02, winstep=0.01, nfilt=257, nfft=1024)
+        np.testing.assert_allclose(log_fbank(wav.astype(np.float64), 44100, fb), ref, rtol=1e-12, atol=1e-12)
+
+
+def _torchvggish_module(name):
+    """A module of the torchvggish package without running its __init__ (which needs resampy and soundfile)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("torchvggish")
+    if spec is None or not spec.submodule_search_locations:
+        pytest.skip("torchvggish is not installed")
+    path = Path(next(iter(spec.submodule_search_locations))) / f"{name}.py"
+    mod_spec = importlib.util.spec_from_file_location(f"_tvg_{name}", path)
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    return mod
+
+
+def test_vggish_equals_torchvggish(ckpt):
+    mel_features = _torchvggish_module("mel_features")
+    tvg = _torchvggish_module("torchvggish")
+    rng = np.random.default_rng(1)
+    wav = rng.normal(size=16000 * 2) * 0.1
+    ref = mel_features.log_mel_spectrogram(wav, audio_sample_rate=16000, log_offset=0.01, window_length_secs=0.025,
+                                           hop_length_secs=0.010, num_mel_bins=64, lower_edge_hertz=125,
+                                           upper_edge_hertz=7500)
+    ref = mel_features.frame(ref, window_length=96, hop_length=96)  # (examples, 96, 64)
+    ours = np.stack([log_mel(wav[k * 15360:k * 15360 + 15600][None], mel_matrix())[0] for k in range(len(ref))])
+    np.testing.assert_allclose(ours, ref, rtol=1e-9, atol=1e-9)
+    net = tvg.VGG(tvg.make_layers(), postprocess=False).eval()
+    net.load_state_dict(load_state_dict(ckpt["vggish_embeddings"]))
+    b = build_backbone("vggish", {"weights": str(ckpt["vggish_fc"]), "embedding": "raw"}).eval()
+    x = torch.from_numpy(ours).float()
+    with torch.no_grad():
+        torch.testing.assert_close(b.embed("audio", x), net(x[:, None]))
 
 
 # ------------------------------------------------------------------------------------------ features through extraction

@@ -176,7 +176,7 @@ class SeLaVi(Backbone):
         """(257, 99) z-normalised log filter bank of the second of audio from ``start``; like the reference, a
         window reaching past the end is moved back to end with the audio (zero-padded if the audio is shorter)."""
         rate = clip.sample_rate
-        wav = clip.audio * 32768.0  # the reference reads 16-bit integers
+        wav = np.clip(np.round(clip.audio * 32768.0), -32768, 32767)  # the reference reads 16-bit integers
         first = int(round(start * rate)) - clip.sample_start
         if first < 0:
             raise ValueError(f"window at {start}s starts before the decoded audio (sample {clip.sample_start})")

@@ -36,6 +36,7 @@ WHERE = ("get pytorch_vggish.pth from the audioset-vggish-tensorflow-to-pytorch 
 WHERE_PCA = ("get vggish_pca_params.npz (AudioSet VGGish, from the tensorflow/models repository's research/audioset/vggish "
              "instructions), or set embedding: raw")
 EMBEDDINGS = ("quantized", "pca", "raw")
+ROUNDINGS = ("truncate", "round")
 SAMPLE_RATE = 16000
 WIN, HOP, N_FFT = 400, 160, 512  # 25 ms, 10 ms; FFT length: the next power of two
 N_MELS, FMIN, FMAX = 64, 125.0, 7500.0
@@ -78,8 +79,9 @@ def load_pca(path) -> tuple[np.ndarray, np.ndarray]:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     else:
-        obj = load_checkpoint(path)
-        data = {k: v.numpy() for k, v in obj.items() if isinstance(v, torch.Tensor)} if isinstance(obj, dict) else {}
+        obj = load_checkpoint(path, numpy_arrays=True)
+        data = {k: np.asarray(v) for k, v in obj.items() if isinstance(v, (torch.Tensor, np.ndarray))} \
+            if isinstance(obj, dict) else {}
     if "pca_eigen_vectors" not in data or "pca_means" not in data:
         raise CheckpointError(f"{path}: expected arrays 'pca_eigen_vectors' and 'pca_means', found {sorted(data)}")
     vecs, means = np.asarray(data["pca_eigen_vectors"], np.float64), np.asarray(data["pca_means"], np.float64)
@@ -113,30 +115,34 @@ def log_mel(wav: np.ndarray, mel: np.ndarray) -> np.ndarray:
     return np.log(spec @ mel + LOG_OFFSET)
 
 
-def postprocess(emb: torch.Tensor, vecs: torch.Tensor, means: torch.Tensor, quantize: bool = True) -> torch.Tensor:
+def postprocess(emb: torch.Tensor, vecs: torch.Tensor, means: torch.Tensor, quantize: bool = True,
+                rounding: str = "truncate") -> torch.Tensor:
     """PCA (subtract the means, project on the eigenvectors); with ``quantize`` clip to [-2, 2] and map to the
-    integers 0..255 by truncation, returned as float."""
+    integers 0..255 (``truncate`` as AudioSet's uint8 cast, or ``round`` as torchvggish), returned as float."""
     x = (emb.double() - means) @ vecs.T
     if not quantize:
         return x.float()
-    x = x.clamp(QUANT_MIN, QUANT_MAX)
-    return torch.floor((x - QUANT_MIN) * (255.0 / (QUANT_MAX - QUANT_MIN))).float()
+    x = (x.clamp(QUANT_MIN, QUANT_MAX) - QUANT_MIN) * (255.0 / (QUANT_MAX - QUANT_MIN))
+    return (torch.floor(x) if rounding == "truncate" else torch.round(x)).float()
 
 
 @register
 class VGGish(Backbone):
     name = "vggish"
     weights_param = "weights"
-    default_params = {"weights": None, "pca": None, "embedding": "quantized", "final_relu": True,
-                      "hop_seconds": None}
+    default_params = {"weights": None, "pca": None, "embedding": "quantized", "rounding": "truncate",
+                      "final_relu": True, "hop_seconds": None}
     DIM = 128
     WINDOW = 0.96
 
-    def __init__(self, weights, pca, embedding, final_relu, hop_seconds):
-        super().__init__(weights=weights, pca=pca, embedding=embedding, final_relu=final_relu,
+    def __init__(self, weights, pca, embedding, rounding, final_relu, hop_seconds):
+        super().__init__(weights=weights, pca=pca, embedding=embedding, rounding=rounding, final_relu=final_relu,
                          hop_seconds=hop_seconds)
         if embedding not in EMBEDDINGS:
             raise BackboneError(f"backbone 'vggish': embedding must be one of {EMBEDDINGS}, got {embedding!r}")
+        if rounding not in ROUNDINGS:
+            raise BackboneError(f"backbone 'vggish': rounding must be one of {ROUNDINGS}, got {rounding!r}")
+        self.rounding = rounding
         self.net = load_vggish(require_weights("vggish", weights, WHERE), bool(final_relu))
         self.embedding = embedding
         if embedding != "raw":
@@ -160,5 +166,5 @@ class VGGish(Backbone):
         emb = self.net(x.float())
         if self.embedding == "raw":
             return emb
-        return postprocess(emb, self.pca_vecs, self.pca_means, quantize=self.embedding == "quantized")
+        return postprocess(emb, self.pca_vecs, self.pca_means, self.embedding == "quantized", self.rounding)
 
