@@ -53,14 +53,42 @@ def load_checkpoint(path: str | Path, numpy_arrays: bool = False):
                 return torch.load(path, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        reason = next((line.strip() for line in str(e).splitlines() if "GLOBAL" in line or "Unsupported" in line),
-                      first)
-        raise CheckpointError(f"refusing to load {path}: it is not a plain tensor checkpoint, loading it could run "
-                              f"code ({reason[:300]}); nothing in it was executed. Get the file from its official "
-                              "source, or convert it to a state dict of tensors in an environment you trust") from None
+        asked = _globals_asked(path)
+        if asked:
+            reason = f"it asks for {', '.join(asked[:5])}"
+        else:
+            lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+            reason = next((ln for ln in lines if "GLOBAL" in ln or "Unsupported" in ln), lines[0] if lines else "")
+            reason = f"the restricted reader stopped at: {reason[:300]}"
+        raise CheckpointError(f"refusing to load {path}: it is not a plain tensor checkpoint ({reason}), and loading "
+                              "it without restrictions could run code; nothing in it was executed. Get the file from "
+                              "its official source, or convert it to a state dict of tensors in an environment you "
+                              "trust") from None
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e)[:300]}") from None
+
+
+def _globals_asked(path: Path) -> list[str]:
+    """The functions and classes a checkpoint's pickle names, read without running it (for the message)."""
+    try:
+        return list(torch.serialization.get_unsafe_globals_in_checkpoint(path))
+    except Exception:  # noqa: BLE001 - not a torch.save zip: scan the raw pickle's opcodes
+        pass
+    import pickletools
+
+    found, strings = [], []
+    try:
+        with open(path, "rb") as f:
+            for op, arg, _ in pickletools.genops(f):
+                if op.name == "GLOBAL":
+                    found.append(str(arg).replace(" ", "."))
+                elif op.name == "STACK_GLOBAL" and len(strings) >= 2:
+                    found.append(f"{strings[-2]}.{strings[-1]}")
+                elif isinstance(arg, str):
+                    strings.append(arg)
+    except Exception:  # noqa: BLE001 - a damaged pickle: the message falls back to the loader's words
+        pass
+    return list(dict.fromkeys(found))
 
 
 def state_dict_of(obj, source: str = "checkpoint") -> dict[str, torch.Tensor]:
