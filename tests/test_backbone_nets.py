@@ -417,3 +417,16 @@ def test_real_clip_bigbuckbunny(ckpt, bbb, tmp_path, which):
         seq, times = steps[m]
         assert seq.shape == expect[m] and np.isfinite(seq).all()
         print(f"bigbuckbunny {which} {m}: {seq.shape}, last window {times[-1].tolist()}")
+
+
+def test_selavi_reference_placement_through_extraction(ckpt, tmp_path):
+    f = write_av(tmp_path / "r.mp4", seconds=3.6, fps=10, size=(64, 48), sample_rate=44100)
+    out = tmp_path / "ref.h5"
+    extract_shard(_manifest(tmp_path, [f]), 0, 1, "selavi",
+                  {"weights": str(ckpt["selavi"]), "placement": "reference"}, out,
+                  ExtractOptions(chunk_seconds=1.0, **OPTS))
+    steps = FeatureStore(out).video_steps("r")
+    for m in ("audio", "video"):
+        seq, times = steps[m]
+        assert seq.shape == (2, 512)
+        np.testing.assert_allclose(times, [[0, 1], [0.26, 1.26]])  # n = int(3.6) - 1 = 2, spaced (3.6 - 1) / 10
