@@ -144,6 +144,9 @@ class Backbone(nn.Module):
     modalities: tuple[str, ...] = MODALITIES
     specs: dict[str, ModalitySpec]
     input_format: InputFormat
+    # False when window placement depends on the whole video's duration (see :meth:`plan`): streaming then holds a
+    # video's frames and samples until its last piece
+    streamable: bool = True
 
     def __init__(self, **params):
         super().__init__()
@@ -161,13 +164,19 @@ class Backbone(nn.Module):
         """(B, ...) windows of one modality -> (B, D) features."""
         raise NotImplementedError
 
+    def plan(self, modality: str, duration: float) -> np.ndarray:
+        """(T, 2) start and end of every window of ``modality`` in a video of ``duration`` seconds. The default
+        is :func:`window_times`; an override must keep the starts ``k * hop`` for every window that ends inside the
+        video (windows are cut at those starts while decoding), unless the backbone sets ``streamable = False``."""
+        return window_times(duration, self.specs[modality])
+
     # ---------------------------------------------------------------- provided
     def preprocess(self, clip: Clip, modalities: Sequence[str] | None = None) -> Windows:
         """Every window of a whole decoded clip, per modality (default: the backbone's modalities that the clip
         has): the tensors, and their (start, end) times in ``.times``."""
         out = Windows()
         for m in modalities or [m for m in self.modalities if clip.has(m)]:
-            times = window_times(clip.duration, self.specs[m])
+            times = self.plan(m, clip.duration)
             out[m], out.times[m] = self.window_data(clip, m, times[:, 0]), times
         return out
 
@@ -223,6 +232,13 @@ class Combined(Backbone):
         self.input_format = InputFormat(fps=video.input_format.fps, short_side=video.input_format.short_side,
                                         sample_rate=audio.input_format.sample_rate,
                                         channels=audio.input_format.channels)
+
+    @property
+    def streamable(self) -> bool:
+        return all(p.streamable for p in self.parts.values())
+
+    def plan(self, modality, duration):
+        return self.parts[modality].plan(modality, duration)
 
     def window_data(self, clip, modality, starts):
         return self.parts[modality].window_data(clip, modality, starts)
@@ -344,8 +360,10 @@ def stream_windows(backbone: Backbone, pieces) -> Iterator[WindowPiece]:
         out = Windows()
         counts = None
         if piece.final:
-            plans = {m: window_times(piece.duration, backbone.specs[m]) for m in present}
+            plans = {m: backbone.plan(m, piece.duration) for m in present}
             counts = {m: len(plans[m]) if m in plans else 0 for m in backbone.modalities}
+        elif not backbone.streamable:
+            plans = {}
         else:
             decoded = []
             if piece.has("video"):
@@ -362,7 +380,7 @@ def stream_windows(backbone: Backbone, pieces) -> Iterator[WindowPiece]:
                 starts = np.arange(k, max(k, last + 1)) * s.hop_seconds
                 plans[m] = np.stack([starts, starts + s.window_seconds], 1).astype(np.float64)
         for m in present:
-            times = plans[m][next_k[m]:] if piece.final else plans[m]
+            times = plans[m][next_k[m]:] if piece.final else plans.get(m, np.zeros((0, 2)))
             if len(times):
                 out[m], out.times[m] = backbone.window_data(buf, m, times[:, 0]), times
                 next_k[m] += len(times)
