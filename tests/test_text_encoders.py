@@ -47,7 +47,8 @@ def fasttext_bin(tmp_path_factory):
     return path
 
 
-NAMES = ["Apply Eye Makeup", "Playing Guitar", "Qzxv Blorp", "guitar"]  # "Qzxv Blorp": no word known; "guitar": a word
+# "Qzxv Blorp": no word known; "guitar": a vocabulary word; non-ASCII n-grams hash UTF-8 bytes in both readers
+NAMES = ["Apply Eye Makeup", "Playing Guitar", "Qzxv Blorp", "guitar", "Crème Brûlée à l'été"]
 
 
 def test_fasttext_whole_string_vectors_equal_gensims(fasttext_bin):
@@ -57,7 +58,7 @@ def test_fasttext_whole_string_vectors_equal_gensims(fasttext_bin):
     kv = load_facebook_vectors(str(fasttext_bin))
     for row, name in zip(out, NAMES):
         np.testing.assert_allclose(row, _unit(kv[name]), rtol=1e-5, atol=1e-6)
-    assert report["in_vocabulary"] == [False, False, False, True]
+    assert report["in_vocabulary"] == [False, False, False, True, False]
     # the whole string, not the mean of its words
     mean = _unit(np.mean([kv["apply"], kv["eye"], kv["makeup"]], axis=0))
     assert abs(float(out[0] @ mean)) < 0.999
@@ -178,6 +179,17 @@ def test_clip_text_tower_from_a_local_weight_file(tiny_clip):
         encode(names, "clip", {**cfg, "templates": ["no placeholder"]})
     with pytest.raises(TextEncoderError, match="text.clip.model: unknown open_clip architecture 'nope'"):
         encode(names, "clip", {**cfg, "model": "nope"})
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # torch.jit.script is deprecated
+def test_torchscript_archives_are_told_from_state_dicts(tiny_clip, tmp_path):
+    import torch
+
+    from extractors.text_encoders.clip_text import _is_torchscript
+
+    scripted = tmp_path / "scripted.pt"
+    torch.jit.script(torch.nn.Linear(2, 2)).save(str(scripted))
+    assert _is_torchscript(scripted) and not _is_torchscript(tiny_clip["weights"])
 
 
 # ------------------------------------------------------------------------------------------ parameters and files

@@ -1,12 +1,16 @@
 """``clip``: the text tower of an open_clip model, weights from a local file (or a fetched ``url``).
 
 ``model`` names the architecture (an open_clip built-in such as ``ViT-B-32``, or the file stem of a JSON config
-given as ``model_config``); the weight file is a full open_clip/OpenAI CLIP checkpoint for it. Each class text is
+given as ``model_config``); the weight file is a full open_clip checkpoint for it (a state dict, ``.safetensors``, or an OpenAI
+TorchScript archive such as ``ViT-B-32.pt``, whose architecture is ``ViT-B-32-quickgelu``). Each class text is
 put into every prompt template; the embeddings of one template are L2-normalised, averaged over the templates and
 normalised again (one template: just its normalised embedding).
 """
 
 from __future__ import annotations
+
+import zipfile
+from pathlib import Path
 
 import numpy as np
 
@@ -33,7 +37,9 @@ def _clip(texts: list[str], cfg: dict, report: dict) -> np.ndarray:
         raise TextEncoderError(f"text.clip.model: unknown open_clip architecture {cfg['model']!r} (a custom one "
                                "needs text.clip.model_config, a JSON file named <model>.json)")
     device = cfg["device"]
-    model = open_clip.create_model(cfg["model"], pretrained=str(path), device=device)
+    # OpenAI's released files are TorchScript archives, which torch.load refuses with weights_only
+    model = open_clip.create_model(cfg["model"], pretrained=str(path), device=device,
+                                   weights_only=not _is_torchscript(path))
     model.eval()
     tokenizer = open_clip.get_tokenizer(cfg["model"])
     batch = int(cfg["batch_size"])
@@ -47,3 +53,10 @@ def _clip(texts: list[str], cfg: dict, report: dict) -> np.ndarray:
             total = emb if total is None else total + emb
     report["templates"] = templates
     return (total / len(templates)).numpy()
+
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("/constants.pkl") or "/code/" in n for n in z.namelist())
