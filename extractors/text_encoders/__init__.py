@@ -107,6 +107,11 @@ def encode_with_report(texts: Sequence[str], encoder: str, config: dict | None =
     return l2_normalize(vecs), report
 
 
+def quiet_gensim() -> None:
+    """gensim logs every load step at INFO; the job log keeps only its warnings."""
+    logging.getLogger("gensim").setLevel(logging.WARNING)
+
+
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     n = np.linalg.norm(x, axis=1, keepdims=True)
     return x / np.maximum(n, 1e-12)

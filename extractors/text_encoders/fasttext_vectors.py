@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from extractors.text_encoders import FILE_KEYS, TextEncoderError, model_file, register
+from extractors.text_encoders import FILE_KEYS, TextEncoderError, model_file, quiet_gensim, register
 
 READERS = ("gensim", "fasttext")
 
@@ -35,6 +35,7 @@ def _fasttext(texts: list[str], cfg: dict, report: dict) -> np.ndarray:
     else:
         from gensim.models.fasttext import load_facebook_vectors
 
+        quiet_gensim()
         kv = load_facebook_vectors(str(path))
         vectors = [_gensim_vector(kv, k) for k in keys]
         in_vocab = [k in kv.key_to_index for k in keys]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from extractors.text_encoders import FILE_KEYS, TextEncoderError, alias, model_file, register
+from extractors.text_encoders import FILE_KEYS, TextEncoderError, alias, model_file, quiet_gensim, register
 
 log = logging.getLogger("avzsl")
 
@@ -94,6 +94,7 @@ def _read_gensim(path: Path, wanted: set[str], lowercase: bool, binary: bool, no
                  limit: int | None) -> dict[str, np.ndarray]:
     from gensim.models import KeyedVectors
 
+    quiet_gensim()
     kv = KeyedVectors.load_word2vec_format(str(path), binary=binary, no_header=no_header, limit=limit,
                                            unicode_errors="replace")
     found: dict[str, np.ndarray] = {}
