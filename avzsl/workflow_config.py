@@ -52,8 +52,28 @@ def check_config(cfg: dict) -> None:
                               f"(defined: {', '.join(sorted(cfg['datasets'])) or 'none'})")
         _check_dataset(name, cfg["datasets"][name], cfg)
     _check_feature_sets(cfg)
+    _check_text(cfg)
     _check_models(cfg)
     _check_tables(cfg)
+
+
+def _check_text(cfg: dict) -> None:
+    """The text encoder's parameters (keys, model file) when some active dataset embeds its class names here."""
+    from extractors.text_encoders import TextEncoderError, check_params, encoder_spec, text_params
+
+    if all(cfg["datasets"][n]["source"] == "released_avca" for n in cfg["active_datasets"]):
+        return
+    try:
+        name, params = text_params(cfg["text"])
+        params = check_params(name, params)
+    except TextEncoderError as e:
+        raise ConfigError(f"config: {e}") from None
+    where = f"text.{encoder_spec(name).block}"
+    if params.get("sha256") and not re.fullmatch(r"[0-9a-fA-F]{64}", str(params["sha256"])):
+        raise ConfigError(f"config: {where}.sha256 must be 64 hexadecimal digits, got {params['sha256']!r}")
+    for key in ("path", "model_config"):
+        if params.get(key) and not Path(params[key]).is_file():
+            raise ConfigError(f"config: {where}.{key}: file not found: {params[key]}")
 
 
 def _check_feature_sets(cfg: dict) -> None:

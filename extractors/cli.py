@@ -90,9 +90,11 @@ def cmd_copy_splits(a):
 
 
 def cmd_text(a):
+    from avzsl.common import write_json_atomic
     from extractors.sources.manifest import read_class_names
     from extractors.splits import read_splits
-    from extractors.text_encoders import encode
+    from extractors.text_encoders import check_params, encode_with_report
+    from extractors.text_encoders.word_vectors import NoKnownWord
     from extractors.text_store import write_text_store
 
     classes = read_splits(a.splits).all_classes
@@ -101,8 +103,32 @@ def cmd_text(a):
     if missing:
         raise ValueError(f"{a.class_names} has no text for classes {missing[:5]}")
     texts = [a.template.format(manual[c]) for c in classes]
-    vectors = encode(texts, a.encoder, a.params)
-    write_text_store(a.out, classes, texts, vectors, a.encoder, {**a.params, "template": a.template})
+    params = check_params(a.encoder, a.params)
+    try:
+        vectors, report = encode_with_report(texts, a.encoder, params)
+    except NoKnownWord as e:
+        raise ValueError(f"class {classes[e.index]!r}: {e}") from None
+    write_text_store(a.out, classes, texts, vectors, a.encoder, {**params, "template": a.template})
+    if a.report:
+        write_json_atomic(a.report, text_report(classes, texts, a.encoder, params, vectors, report))
+
+
+def text_report(classes, texts, encoder, params, vectors, report) -> dict:
+    """What the text command records beside the store: per class its text and, for word-vector encoders, the
+    words left out as out of vocabulary (fastText: whether the whole text was a vocabulary entry)."""
+    per_class = {}
+    for i, (c, t) in enumerate(zip(classes, texts)):
+        entry = {"text": t}
+        if "oov" in report:
+            entry["oov"] = report["oov"][i]
+        if "in_vocabulary" in report:
+            entry["in_vocabulary"] = bool(report["in_vocabulary"][i])
+        per_class[c] = entry
+    summary = {"encoder": encoder, "params": params, "dim": int(vectors.shape[1]), "classes": len(classes)}
+    if "oov" in report:
+        summary["classes_with_oov"] = sum(bool(x) for x in report["oov"])
+    summary.update({k: v for k, v in report.items() if k not in ("oov", "in_vocabulary")})
+    return {**summary, "per_class": per_class}
 
 
 def cmd_import_avca(a):
@@ -198,6 +224,7 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--params", type=json_arg, default={})
     p.add_argument("--template", default="{}")
     p.add_argument("--out", required=True)
+    p.add_argument("--report", help="JSON report to write (per class: text, out-of-vocabulary words)")
     p.set_defaults(func=cmd_text)
 
     p = sub.add_parser("import-avca", help="read a released AVCA (h5 means) or TCaF (pickled sequences) feature tree")

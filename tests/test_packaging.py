@@ -15,7 +15,8 @@ def _name(req: str) -> str:
 
 def test_conda_env_lists_the_same_packages_as_pyproject():
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    expected = project["dependencies"] + project["optional-dependencies"]["decord"]
+    extras = project["optional-dependencies"]
+    expected = project["dependencies"] + extras["decord"] + extras["text"]
     env = yaml.safe_load((REPO / "envs" / "avzsl.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
     assert sorted(pip) == sorted(expected), "envs/avzsl.yaml and pyproject.toml disagree"

@@ -16,6 +16,11 @@ if str(ROOT) not in sys.path:
 from avzsl import workflow_config  # noqa: E402
 from extractors.feature_sets import normalize_feature_set  # noqa: E402
 from extractors.splits import split_files  # noqa: E402
+from extractors.text_encoders import (  # noqa: E402
+    resolved_params,
+    text_params,
+    weights_target,
+)
 from extractors.weights import (  # noqa: E402
     resolve_weight_params,
     weight_targets,
@@ -130,6 +135,23 @@ def text_split_inputs(wildcards):
     """Any one split folder of the dataset gives the class list (all_class.txt is shared by its variants)."""
     fs = DATASETS[wildcards.dataset]["feature_sets"][0]
     return split_outputs(split_dir(wildcards.dataset, fs))
+
+
+TEXT_ENCODER, TEXT_PARAMS = text_params(config["text"])
+
+
+def text_weight_files(wildcards):
+    """The text encoder's model file when it is given by url (fetched, with its record beside it, by rule
+    fetch_text_weights)."""
+    target = weights_target(TEXT_PARAMS)
+    return [target["path"]] if target else []
+
+
+def text_fetch_target(wildcards):
+    target = weights_target(TEXT_PARAMS)
+    if target is None or Path(target["path"]).name != wildcards.filename:
+        raise WorkflowError(f"text: no url for a model file named {wildcards.filename}")
+    return target
 
 
 def feature_set_spec(name):

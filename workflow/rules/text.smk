@@ -1,12 +1,35 @@
 """Text: one embedding per class, keyed by class name."""
 
 
+rule fetch_text_weights:
+    output:
+        "resources/weights/_text/{filename}",
+    log:
+        "logs/fetch_text_weights/{filename}.log",
+    wildcard_constraints:
+        filename=r"[^/]+(?<!\.json)",
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=120,
+    params:
+        url=lambda w: text_fetch_target(w)["url"],
+        sha256=lambda w: text_fetch_target(w)["sha256"],
+        block=f"text.{TEXT_ENCODER}",
+    shell:
+        "python -m training.cli --quiet fetch-weights --url {params.url:q} --sha256 {params.sha256:q}"
+        " --out {output:q} --where {params.block} > {log:q} 2>&1"
+
+
 rule class_text:
     input:
         splits=text_split_inputs,
         class_names=class_names_input,
+        weights=text_weight_files,
     output:
-        "results/text/{dataset}/text.h5",
+        store="results/text/{dataset}/text.h5",
+        report="results/text/{dataset}/text_report.json",
     log:
         "logs/class_text/{dataset}.log",
     wildcard_constraints:
@@ -14,17 +37,17 @@ rule class_text:
     conda:
         ENV
     resources:
-        mem_mb=3000,
+        mem_mb=config["text"]["mem_mb"],
         runtime=20,
     params:
-        encoder=config["text"]["encoder"],
-        encoder_params=json.dumps(config["text"]["params"], sort_keys=True),
+        encoder=TEXT_ENCODER,
+        encoder_params=json.dumps(resolved_params(TEXT_PARAMS), sort_keys=True),
         template=config["text"]["template"],
         splits=lambda w, input: folder_of(input.splits),
     shell:
         "python -m training.cli --quiet --threads {threads} text --splits {params.splits:q}"
         " --class-names {input.class_names:q} --encoder {params.encoder} --params {params.encoder_params:q}"
-        " --template {params.template:q} --out {output:q} > {log:q} 2>&1"
+        " --template {params.template:q} --out {output.store:q} --report {output.report:q} > {log:q} 2>&1"
 
 
 rule import_released_text:
