@@ -34,10 +34,10 @@ TINY = {
 UMASK = 0o027  # not the usual 022, so that the test sees the umask at work
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True, env: dict | None = None) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2", *args]
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=1200,
-                          preexec_fn=lambda: os.umask(UMASK))
+                          preexec_fn=lambda: os.umask(UMASK), env=env)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
     return proc
@@ -151,6 +151,37 @@ def test_an_extractor_parameter_invalidates_extraction_and_downstream_only(demo_
     assert jobs == {"extract_shard": 2, "merge_features": 1, "train_stage1": 2, "train_stage2": 2, "evaluate": 2,
                     "summary": 1, "all": 1}
     assert "Params have changed" in proc.stdout
+
+
+def test_a_plugin_backbone_runs_through_the_dag_and_its_parameter_reruns_extraction_and_downstream(demo_run, tmp_path):
+    """A backbone from another installed package (entry-point group avzsl.backbones) as a feature set's audio."""
+    from test_backbone_plugins import PLUGIN_MODULE
+
+    site = tmp_path / "site"
+    info = site / "avzsl_test_plugin-0.1.dist-info"
+    info.mkdir(parents=True)
+    (site / "avzsl_test_plugin.py").write_text(PLUGIN_MODULE)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: avzsl-test-plugin\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text("[avzsl.backbones]\nmean_level = avzsl_test_plugin:MeanLevel\n")
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    wd = _copy_run(demo_run, tmp_path)
+    cfg = yaml.safe_load((wd / "config" / "config.yaml").read_text())
+    cfg["feature_sets"]["plugin"] = {"backbone": "handcrafted", "params": {},
+                                     "audio": {"backbone": "mean_level", "params": {"scale": 1.0}}}
+    cfg["datasets"]["demo"]["feature_sets"] = ["plugin"]
+    (wd / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    first = planned_jobs(snakemake(wd, "-n", env=env).stdout)
+    assert "demo_videos" not in first and first["extract_shard"] == 2  # the clips are reused
+    snakemake(wd, env=env)
+    store = FeatureStore(wd / "results" / "features" / "demo" / "plugin" / "features.h5")
+    assert store.dims == {"audio": 2, "video": 96}
+    assert [r["feature_set"] for r in csv.DictReader(open(wd / "results" / "summary.csv"))] == ["plugin"] * 2
+    cfg["feature_sets"]["plugin"]["audio"]["params"]["scale"] = 2.0
+    (wd / "config" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(wd, "-n", env=env)
+    print(proc.stdout.split("Job stats:")[-1][:600])  # the dry run, for the record
+    assert planned_jobs(proc.stdout) == {"extract_shard": 2, "merge_features": 1, "train_stage1": 2,
+                                         "train_stage2": 2, "evaluate": 2, "summary": 1, "all": 1}
 
 
 def test_a_model_hyper_parameter_invalidates_training_only(demo_run, tmp_path):
