@@ -92,13 +92,21 @@ def _check_feature_sets(cfg: dict) -> None:
         for m, entry in spec.items():
             key = f"{where}.{m}" if cfg["feature_sets"][name].get(m) else where
             params = entry["params"]
-            if "sha256" in params and not re.fullmatch(r"[0-9a-fA-F]{64}", str(params["sha256"] or "")):
-                raise ConfigError(f"config: {key}.params.sha256 must be 64 hexadecimal digits, got {params['sha256']!r}")
-            if "url" in params and not (isinstance(params["url"], str) and params["url"]):
-                raise ConfigError(f"config: {key}.params.url must be a URL or a local path, got {params['url']!r}")
-            if params.get("url") and params.get("weights"):
-                raise ConfigError(f"config: {key}.params: give either url (fetched into resources/weights/) or "
-                                  "weights (a local file), not both")
+            # url / sha256 stand for the weights; <param>_url / <param>_sha256 for another file parameter
+            files = {"weights": ("url", "sha256")} if "url" in params or "sha256" in params else {}
+            files |= {k[: -len("_url")]: (k, k[: -len("_url")] + "_sha256") for k in params if k.endswith("_url")}
+            files |= {k[: -len("_sha256")]: (k[: -len("_sha256")] + "_url", k) for k in params
+                      if k.endswith("_sha256")}
+            for param, (url_key, sha_key) in files.items():
+                if sha_key in params and not re.fullmatch(r"[0-9a-fA-F]{64}", str(params[sha_key] or "")):
+                    raise ConfigError(f"config: {key}.params.{sha_key} must be 64 hexadecimal digits, got "
+                                      f"{params[sha_key]!r}")
+                if url_key in params and not (isinstance(params[url_key], str) and params[url_key]):
+                    raise ConfigError(f"config: {key}.params.{url_key} must be a URL or a local path, got "
+                                      f"{params[url_key]!r}")
+                if params.get(url_key) and params.get(param):
+                    raise ConfigError(f"config: {key}.params: give either {url_key} (fetched into resources/weights/) "
+                                      f"or {param} (a local file), not both")
 
 
 def _check_dataset(name: str, ds: dict, cfg: dict) -> None:

@@ -1,10 +1,11 @@
 """Weight files named in a feature set's params: fetched once into ``resources/weights/``, checked, recorded.
 
-A backbone's params may hold ``url`` (http(s), ``file://`` or a local path) and ``sha256``; the workflow's
+A backbone's params may hold ``url`` (http(s), ``file://`` or a local path) and ``sha256`` for its ``weights``, and
+``<param>_url`` / ``<param>_sha256`` for any other file parameter (e.g. VGGish's ``pca``); the workflow's
 ``fetch_weights`` rule calls :func:`fetch`, which downloads (resuming a ``.partial`` file with an HTTP range
 request when the server allows it), enforces the configured digest, moves the file into place and writes a sidecar
 ``<file>.json`` (source, size, sha256) that extraction copies into the feature store's provenance. The extraction
-then gets the local file as the backbone's ``weights`` parameter (:func:`resolve_weight_params`). No torch here: the
+then gets the local file as that parameter (:func:`resolve_weight_params`). No torch here: the
 workflow imports this module to build its DAG.
 """
 
@@ -22,6 +23,7 @@ from avzsl.common import write_json_atomic
 
 RESERVED = ("url", "sha256")  # params handled here, never passed to a backbone
 WEIGHTS_PARAM = "weights"
+URL_SUFFIX, SHA_SUFFIX = "_url", "_sha256"  # <param>_url, <param>_sha256: another file parameter, fetched alike
 ROOT = "resources/weights"
 
 
@@ -96,29 +98,56 @@ def read_record(path: str | Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- feature sets
+def _file_params(params: dict) -> dict[str, tuple[str, str]]:
+    """``{param: (url, sha256)}`` for every parameter of ``params`` given by url."""
+    out = {}
+    if params.get("url"):
+        out[WEIGHTS_PARAM] = (params["url"], params.get("sha256") or "")
+    for key, url in params.items():
+        if key.endswith(URL_SUFFIX) and url:
+            param = key[: -len(URL_SUFFIX)]
+            out[param] = (url, params.get(param + SHA_SUFFIX) or "")
+    return out
+
+
+def _reserved(params: dict) -> set[str]:
+    keys = set(RESERVED)
+    for key in params:
+        if key.endswith(URL_SUFFIX):
+            keys |= {key, key[: -len(URL_SUFFIX)] + SHA_SUFFIX}
+    return keys
+
+
 def weight_targets(feature_set: str, spec: dict[str, dict]) -> dict[str, dict]:
-    """The weight files a normalised feature set (``{"audio": {backbone, params}, "video": ...}``) needs fetched:
-    ``{part: {"url", "sha256", "path"}}``, part ``av`` when both modalities share one backbone."""
+    """The files a normalised feature set (``{"audio": {backbone, params}, "video": ...}``) needs fetched, by their
+    path under ``resources/weights/<feature set>/<part>/``: ``{path: {"url", "sha256", "part", "param"}}``; part
+    ``av`` when both modalities share one backbone."""
     parts = {"av": spec["audio"]} if spec["audio"] == spec["video"] else dict(spec)
     out = {}
     for part, entry in parts.items():
-        params = entry.get("params") or {}
-        if params.get("url"):
-            name = Path(urllib.parse.urlparse(params["url"]).path).name or "weights"
-            out[part] = {"url": params["url"], "sha256": params.get("sha256") or "",
-                         "path": f"{ROOT}/{feature_set}/{part}/{name}"}
+        for param, (url, sha256) in _file_params(entry.get("params") or {}).items():
+            name = Path(urllib.parse.urlparse(url).path).name or param
+            path = f"{ROOT}/{feature_set}/{part}/{name}"
+            if path in out:
+                raise WeightsError(f"feature_sets.{feature_set}: {out[path]['param']} and {param} both fetch a file "
+                                   f"named {name}")
+            out[path] = {"url": url, "sha256": sha256, "part": part, "param": param}
     return out
 
 
 def resolve_weight_params(feature_set: str, spec: dict[str, dict]) -> dict[str, dict]:
-    """The feature set as extraction receives it: ``url``/``sha256`` replaced by the fetched file as ``weights``."""
+    """The feature set as extraction receives it: each ``url`` / ``<param>_url`` (and digest) replaced by the fetched
+    file as ``weights`` / ``<param>``."""
     targets = weight_targets(feature_set, spec)
+    shared = spec["audio"] == spec["video"]
     out = {}
     for m, entry in spec.items():
-        part = "av" if "av" in targets and spec["audio"] == spec["video"] else m
-        params = {k: v for k, v in (entry.get("params") or {}).items() if k not in RESERVED}
-        if part in targets:
-            params[WEIGHTS_PARAM] = targets[part]["path"]
+        part = "av" if shared else m
+        params = dict(entry.get("params") or {})
+        params = {k: v for k, v in params.items() if k not in _reserved(params)}
+        for path, t in targets.items():
+            if t["part"] == part:
+                params[t["param"]] = path
         out[m] = {"backbone": entry["backbone"], "params": params}
     return out
 
@@ -126,12 +155,13 @@ def resolve_weight_params(feature_set: str, spec: dict[str, dict]) -> dict[str, 
 def check_local(params: dict, where: str) -> dict:
     """Params given straight to extraction: a ``sha256`` is checked against the local ``weights`` file; ``url`` is
     the workflow's business. Returns the params without the reserved keys."""
-    if params.get("url"):
-        raise WeightsError(f"{where}.params.url: weights given by url are fetched by the workflow (rule "
-                           "fetch_weights, or `avzsl fetch-weights`); pass the local file as 'weights'")
+    for param in _file_params(params):
+        key = "url" if param == WEIGHTS_PARAM else param + URL_SUFFIX
+        raise WeightsError(f"{where}.params.{key}: files given by url are fetched by the workflow (rule "
+                           f"fetch_weights, or `avzsl fetch-weights`); pass the local file as '{param}'")
     if params.get("sha256") and params.get(WEIGHTS_PARAM):
         digest = sha256_of(params[WEIGHTS_PARAM])
         if digest != params["sha256"].lower():
             raise WeightsError(f"{where}.params.sha256: {params[WEIGHTS_PARAM]} has sha256 {digest}, the "
                                f"configuration says {params['sha256'].lower()}")
-    return {k: v for k, v in params.items() if k not in RESERVED}
+    return {k: v for k, v in params.items() if k not in _reserved(params)}

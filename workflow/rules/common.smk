@@ -171,7 +171,7 @@ def weight_files(wildcards):
     targets = weight_targets(
         wildcards.feature_set, feature_set_spec(wildcards.feature_set)
     )
-    return [t["path"] for t in targets.values()]
+    return list(targets)
 
 
 def weight_records(wildcards):
@@ -186,11 +186,20 @@ def weight_target(wildcards):
     targets = weight_targets(
         wildcards.feature_set, feature_set_spec(wildcards.feature_set)
     )
-    if wildcards.part not in targets:
+    path = f"resources/weights/{wildcards.feature_set}/{wildcards.part}/{wildcards.filename}"
+    if path not in targets:
         raise WorkflowError(
-            f"feature_sets.{wildcards.feature_set}: no url for {wildcards.part}"
+            f"feature_sets.{wildcards.feature_set}: no url names {path}"
         )
-    return targets[wildcards.part]
+    return targets[path]
+
+
+def weight_where(wildcards):
+    """The configuration key a fetch error names."""
+    t = weight_target(wildcards)
+    part = "" if t["part"] == "av" else f".{t['part']}"
+    param = "" if t["param"] == "weights" else f".{t['param']}"
+    return f"feature_sets.{wildcards.feature_set}{part}.params{param}"
 
 
 def max_seconds_option(wildcards):

@@ -66,4 +66,3 @@ rule evidence_table:
         bench=EVIDENCE_ARGS,
     shell:
         "{params.bench} --from-runs {input:q} --out {output:q} > {log:q} 2>&1"
-
