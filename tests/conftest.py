@@ -44,7 +44,9 @@ def tiny_dataset(tmp_path_factory) -> dict:
     from extractors.text_store import write_text_store
 
     root = tmp_path_factory.mktemp("tiny")
-    spec = DemoSpec(n_visuals=3, n_sounds=3, clips_per_class=6, min_seconds=1.5, max_seconds=3.0, seed=1)
+    # easier than the default demo: tests need a model to learn something from a few clips in a few steps
+    spec = DemoSpec(n_visuals=3, n_sounds=3, clips_per_class=6, min_seconds=1.5, max_seconds=3.0, seed=1,
+                    difficulty=1.0, visual_gap=0.0, audio_gap=0.0)
     manifest = generate(root / "data", spec, workers=2, progress=False)
     features = root / "features.h5"
     extract_shard(manifest, 0, 1, "handcrafted", {}, features, ExtractOptions(workers=0, progress=False))
