@@ -354,17 +354,18 @@ def test_joint_normalisation_keeps_the_audio_versus_visual_comparison():
     torch.testing.assert_close(joint["a"], 0.1 * joint["v"])
 
 
+@pytest.mark.parametrize("normalise", ["joint", "modality"])
 @pytest.mark.parametrize("update", ["scale_step", "replace_gradient"])
-def test_the_dominant_modality_gets_the_smaller_eta_under_each_update_option(update):
+def test_the_dominant_modality_gets_the_smaller_eta_under_each_update_option(update, normalise):
     batch, _ = _with_negatives()
     model = _model("daan")
     with model.ghost.capture(batch.size):
         model._loss(batch)[0].backward()
     theta, theta_neg = _audio_dominant_rates()
     n = batch.size
-    v_c = {m: r[:n] for m, r in convergence_rates(theta, theta_neg, "joint").items()}
+    v_c = {m: r[:n] for m, r in convergence_rates(theta, theta_neg, normalise).items()}
     groups = {g: g[0] for g in model.ghost.groups}
-    mod = modulate(model.ghost, groups, v_c, 0.05, use_optimisation_rate=False, noise=0.0, normalise="joint",
+    mod = modulate(model.ghost, groups, v_c, 0.05, use_optimisation_rate=False, noise=0.0, normalise=normalise,
                    update=update)
     for part in ("attention", "tcn"):
         assert float(mod.eta[f"a_{part}"].mean()) < float(mod.eta[f"v_{part}"].mean())
