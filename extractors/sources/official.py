@@ -1,0 +1,308 @@
+"""The official AV-GZSL class splits: fetched at a pinned commit, checked, and turned into download lists.
+
+The AVCA-GZSL repository holds the benchmark's ``class-split`` folders (the same files are in TCaF and ClipClap).
+``fetch_official`` brings them to a local folder, either from GitHub (``raw.githubusercontent.com`` at
+``AVCA_COMMIT``) or from a local copy (offline). Every file is checked against the sha256 in
+``avca_official_files.csv`` (checked in beside this module: path in the repository, sha256, size) and written
+atomically, so a folder either holds verified files or nothing. Layout of the result, as in the repository::
+
+    <dest>/avgzsl_benchmark_datasets/<UCF|ActivityNet|VGGSound>/class-split/
+        all_class.txt, <ds>_w2v_class_names.csv, main_split/stage_*.{txt,csv}, cls_split/stage_*.{txt,csv}
+
+``official_splits`` reads one split; ``download_list`` lists every video of every stage of both splits with what is
+needed to obtain it: the YouTube id and time range (VGGSound ``<id>_<start>`` is the 10-s clip from ``start``;
+ActivityNet ``<id>_<k>`` is the k-th annotated segment of the video in the ActivityNet 1.3 annotation file), or the
+UCF101 file name and its group ``v_<Class>_gXX`` (clips of one source recording).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import re
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from avzsl.common import atomic_path
+from extractors.sources.manifest import ManifestRow
+from extractors.splits import STAGES, Splits, read_splits
+
+AVCA_REPO = "ExplainableML/AVCA-GZSL"
+AVCA_COMMIT = "2711aeb5d7257ece4c5464fa46d7849a4edf6470"
+RAW_URL = "https://raw.githubusercontent.com/{repo}/{commit}/{path}"
+BENCHMARK = "avgzsl_benchmark_datasets"
+DATASETS = ("UCF", "ActivityNet", "VGGSound")
+VARIANTS = {"main": "main_split", "cls": "cls_split"}
+FILE_TABLE = Path(__file__).with_name("avca_official_files.csv")
+VGGSOUND_CLIP_SECONDS = 10
+
+log = logging.getLogger("avzsl.official")
+
+
+class OfficialSplitError(ValueError):
+    pass
+
+
+# ------------------------------------------------------------------------------------------------ fetching
+@dataclass(frozen=True)
+class OfficialFile:
+    path: str  # inside the repository, e.g. avgzsl_benchmark_datasets/UCF/class-split/all_class.txt
+    sha256: str
+    size: int
+
+    @property
+    def dataset(self) -> str:
+        return self.path.split("/")[1]
+
+
+def official_files(datasets: Iterable[str] = DATASETS) -> list[OfficialFile]:
+    wanted = set(datasets)
+    unknown = wanted - set(DATASETS)
+    if unknown:
+        raise OfficialSplitError(f"unknown dataset(s) {sorted(unknown)}; the official ones are {list(DATASETS)}")
+    with open(FILE_TABLE, newline="") as f:
+        rows = [OfficialFile(r["path"], r["sha256"], int(r["size"])) for r in csv.DictReader(f)]
+    return [r for r in rows if r.dataset in wanted]
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def _file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _local_root(source: str | Path) -> Path | None:
+    """A local source folder (plain path or file:// URL), or None for http(s)."""
+    text = str(source)
+    parsed = urllib.parse.urlparse(text)
+    if parsed.scheme in ("http", "https"):
+        return None
+    root = Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else Path(text)
+    # accept the folder holding avgzsl_benchmark_datasets/ or that folder itself
+    return root.parent if root.name == BENCHMARK else root
+
+
+def http_get(url: str, timeout: float = 60, retries: int = 3, backoff: float = 2.0,
+             opener: Callable | None = None) -> bytes:
+    """GET ``url`` with retries (exponential backoff) on network errors and 5xx/429 answers."""
+    opener = opener or urllib.request.urlopen
+    last = None
+    for attempt in range(retries + 1):
+        try:
+            with opener(url, timeout=timeout) as resp:
+                return resp.read()
+        except urllib.error.HTTPError as e:
+            last = f"HTTP {e.code} {e.reason}"
+            if e.code < 500 and e.code != 429:
+                break
+        except (urllib.error.URLError, OSError) as e:
+            last = str(getattr(e, "reason", e))
+        if attempt < retries:
+            time.sleep(backoff ** attempt)
+    raise OfficialSplitError(f"cannot download {url}: {last} (after {retries + 1} attempt(s))")
+
+
+def fetch_official(dest: str | Path, source: str | Path | None = None, datasets: Iterable[str] = DATASETS,
+                   commit: str = AVCA_COMMIT, retries: int = 3, timeout: float = 60,
+                   opener: Callable | None = None) -> Path:
+    """Bring the official split files to ``dest`` and return ``dest/avgzsl_benchmark_datasets``.
+
+    ``source``: None (GitHub at ``commit``), an http(s) base URL (``<base>/<path>``), or a local folder holding
+    ``avgzsl_benchmark_datasets/``. Files already present with the right sha256 are kept; any file whose sha256
+    differs from the table is refused. A commit other than the pinned one is allowed only with the digests of the
+    pinned one, so in practice it must hold the same files.
+    """
+    dest = Path(dest)
+    local = _local_root(source) if source is not None else None
+    for item in official_files(datasets):
+        out = dest / item.path
+        if out.is_file() and out.stat().st_size == item.size and _file_sha256(out) == item.sha256:
+            continue
+        if local is not None:
+            src = local / item.path
+            if not src.is_file():
+                raise OfficialSplitError(f"official split file missing from the local source: {src}")
+            data = src.read_bytes()
+            where = str(src)
+        else:
+            if source is None:
+                where = RAW_URL.format(repo=AVCA_REPO, commit=commit, path=item.path)
+            else:
+                where = str(source).rstrip("/") + "/" + item.path
+            data = http_get(where, timeout=timeout, retries=retries, opener=opener)
+        digest = _sha256(data)
+        if digest != item.sha256:
+            raise OfficialSplitError(f"{where}: sha256 {digest} differs from the pinned {item.sha256} "
+                                     f"({FILE_TABLE.name}); the file was not written")
+        with atomic_path(out, suffix=out.suffix) as tmp:
+            tmp.write_bytes(data)
+    return dest / BENCHMARK
+
+
+def class_split_dir(root: str | Path, dataset: str) -> Path:
+    root = Path(root)
+    if (root / BENCHMARK).is_dir():
+        root = root / BENCHMARK
+    return root / dataset / "class-split"
+
+
+def official_splits(root: str | Path, dataset: str, variant: str = "main") -> Splits:
+    """One official split (``main`` or ``cls``) read from a fetched (or local) benchmark folder."""
+    if variant not in VARIANTS:
+        raise OfficialSplitError(f"split variant must be one of {sorted(VARIANTS)}, got {variant!r}")
+    cs = class_split_dir(root, dataset)
+    return read_splits(cs / VARIANTS[variant], cs / "all_class.txt")
+
+
+# ------------------------------------------------------------------------------------------------ download list
+DOWNLOAD_COLUMNS = ("video_id", "dataset", "label", "youtube_id", "start", "end", "group", "media",
+                    "main_stages", "cls_stages")
+
+
+@dataclass
+class DownloadItem:
+    video_id: str
+    dataset: str
+    label: str
+    youtube_id: str = ""
+    start: float | None = None  # seconds in the YouTube video; None when unknown
+    end: float | None = None
+    group: str = ""  # source recording: clips of one group must stay on one side of a split
+    media: str = ""  # where extraction expects the file, relative to the media root
+    stages: dict[str, list[str]] = field(default_factory=dict)  # variant -> stages listing the video
+
+
+def parse_vggsound_id(video_id: str) -> tuple[str, int]:
+    """``<youtube id>_<start, 6 digits>`` -> (youtube id, start seconds); YouTube ids may contain ``_``."""
+    m = re.fullmatch(r"(.+)_(\d+)", video_id)
+    if not m:
+        raise OfficialSplitError(f"VGGSound video id {video_id!r} is not '<youtube id>_<start seconds>'")
+    return m.group(1), int(m.group(2))
+
+
+def parse_activitynet_id(video_id: str) -> tuple[str, int]:
+    """``<youtube id>_<k>`` -> (youtube id, k = index of the annotated segment)."""
+    m = re.fullmatch(r"(.+)_(\d+)", video_id)
+    if not m:
+        raise OfficialSplitError(f"ActivityNet video id {video_id!r} is not '<youtube id>_<segment index>'")
+    return m.group(1), int(m.group(2))
+
+
+def parse_ucf_id(video_id: str) -> tuple[str, str]:
+    """``v_<Class>_gXX_cYY`` -> (class as spelled in the file name, group ``v_<Class>_gXX``)."""
+    m = re.fullmatch(r"(v_([A-Za-z0-9]+)_g\d+)_c\d+", video_id)
+    if not m:
+        raise OfficialSplitError(f"UCF101 video id {video_id!r} is not 'v_<Class>_gXX_cYY'")
+    return m.group(2), m.group(1)
+
+
+def load_activitynet_annotations(source: str | Path, timeout: float = 60, retries: int = 3,
+                                 opener: Callable | None = None) -> dict:
+    """The ActivityNet 1.3 annotation JSON (``{"database": {<youtube id>: {"annotations": [{"segment": [s, e],
+    "label": ...}, ...], ...}}}``) from a local path, file:// or http(s) URL; returns the ``database`` dict."""
+    text = str(source)
+    parsed = urllib.parse.urlparse(text)
+    if parsed.scheme in ("http", "https"):
+        data = json.loads(http_get(text, timeout=timeout, retries=retries, opener=opener))
+    else:
+        path = Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else Path(text)
+        if not path.is_file():
+            raise OfficialSplitError(f"ActivityNet annotation file not found: {path}")
+        data = json.loads(path.read_text())
+    db = data.get("database", data) if isinstance(data, dict) else None
+    if not isinstance(db, dict):
+        raise OfficialSplitError(f"{source}: not an ActivityNet annotation file (no 'database' mapping)")
+    return db
+
+
+def _norm_label(s: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", s.lower())
+
+
+def download_list(root: str | Path, dataset: str, activitynet_annotations: dict | str | Path | None = None,
+                  variants: Sequence[str] = ("main", "cls")) -> tuple[list[DownloadItem], list[str]]:
+    """Every video of every stage of the official splits, once, with how to get it.
+
+    Returns ``(items, problems)``; ``problems`` lists videos whose time range could not be resolved (ActivityNet
+    ids absent from the annotations, segment indices out of range, labels that disagree) - they are still listed,
+    with an empty range. For ActivityNet without annotations every range is empty and one problem says so.
+    """
+    if dataset not in DATASETS:
+        raise OfficialSplitError(f"unknown dataset {dataset!r}; the official ones are {list(DATASETS)}")
+    items: dict[str, DownloadItem] = {}
+    for variant in variants:
+        splits = official_splits(root, dataset, variant)
+        for stage in STAGES:
+            for vid, label in splits.videos[stage]:
+                item = items.get(vid)
+                if item is None:
+                    item = items[vid] = DownloadItem(vid, dataset, label)
+                elif item.label != label:
+                    raise OfficialSplitError(f"{dataset}: video {vid} is labelled {item.label!r} and {label!r}")
+                item.stages.setdefault(variant, []).append(stage)
+    problems: list[str] = []
+    if dataset == "VGGSound":
+        for it in items.values():
+            it.youtube_id, start = parse_vggsound_id(it.video_id)
+            it.start, it.end = float(start), float(start + VGGSOUND_CLIP_SECONDS)
+            it.group, it.media = it.youtube_id, f"video/{it.video_id}.mp4"
+    elif dataset == "UCF":
+        for it in items.values():
+            spelled, it.group = parse_ucf_id(it.video_id)
+            it.media = f"UCF-101/{spelled}/{it.video_id}.avi"
+    else:
+        db = activitynet_annotations
+        if db is not None and not isinstance(db, dict):
+            db = load_activitynet_annotations(db)
+        if db is None:
+            problems.append("ActivityNet: no annotation file given, so no time ranges")
+        for it in items.values():
+            it.youtube_id, k = parse_activitynet_id(it.video_id)
+            it.group, it.media = it.youtube_id, f"video/{it.label}/{it.video_id}.mp4"
+            if db is None:
+                continue
+            entry = db.get(it.youtube_id) or db.get("v_" + it.youtube_id)
+            if entry is None:
+                problems.append(f"{it.video_id}: video {it.youtube_id} is not in the annotations")
+                continue
+            segments = entry.get("annotations", [])
+            if k >= len(segments):
+                problems.append(f"{it.video_id}: segment {k} requested, the annotations list {len(segments)}")
+                continue
+            seg = segments[k]
+            if _norm_label(seg.get("label", "")) != _norm_label(it.label):
+                problems.append(f"{it.video_id}: segment {k} is labelled {seg.get('label')!r}, the split says "
+                                f"{it.label!r}")
+                continue
+            it.start, it.end = float(seg["segment"][0]), float(seg["segment"][1])
+    return sorted(items.values(), key=lambda i: (i.label, i.video_id)), problems
+
+
+def write_download_list(path: str | Path, items: Sequence[DownloadItem]) -> None:
+    def num(x):
+        return "" if x is None else f"{x:g}"
+
+    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(DOWNLOAD_COLUMNS)
+        for it in items:
+            w.writerow([it.video_id, it.dataset, it.label, it.youtube_id, num(it.start), num(it.end), it.group,
+                        it.media, ";".join(it.stages.get("main", [])), ";".join(it.stages.get("cls", []))])
+
+
+def manifest_rows(items: Sequence[DownloadItem]) -> list[ManifestRow]:
+    """The extraction manifest for the listed videos (paths relative to the media root)."""
+    return [ManifestRow(it.video_id, it.media, it.label, it.group) for it in items]
