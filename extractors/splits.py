@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import csv
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -218,12 +218,15 @@ class SplitRecipe:
 
 
 def build_splits(videos: Sequence[tuple[str, str, str]], recipe: SplitRecipe,
-                 factors: Mapping[str, Mapping[str, str]] | None = None) -> Splits:
+                 factors: Mapping[str, Mapping[str, str]] | None = None,
+                 forbid_unseen: Iterable[str] = ()) -> Splits:
     """Split ``(video id, class, group)`` triples.
 
     Unseen classes are drawn at random (seeded). When ``factors`` gives each class's attributes (e.g. what is seen
     and what is heard), a draw is accepted only if every attribute value of every unseen class also occurs among the
-    stage-1 training classes, so that each unseen class is describable from seen material. Within a class, whole
+    stage-1 training classes, so that each unseen class is describable from seen material. ``forbid_unseen``: classes
+    that must never be unseen (e.g. those a backbone's pre-training vocabulary covers, see ``extractors.leakage``);
+    like ``recipe.seen_only``, but names not in ``videos`` are ignored. Within a class, whole
     ``group``s (clips of one source recording) go to one side, so no recording straddles training and testing.
     """
     all_classes = sorted({c for _, c, _ in videos})
@@ -232,6 +235,7 @@ def build_splits(videos: Sequence[tuple[str, str, str]], recipe: SplitRecipe,
     unknown = seen_only - set(all_classes)
     if unknown:
         raise SplitError(f"seen_only lists unknown classes: {sorted(unknown)[:5]}")
+    seen_only |= set(forbid_unseen) & set(all_classes)
     candidates = [c for c in all_classes if c not in seen_only]
     if n_unseen >= len(all_classes) or n_unseen > len(candidates):
         raise SplitError(f"cannot draw {n_unseen} unseen classes from {len(all_classes)} classes "
