@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -331,3 +332,60 @@ def test_ucf_shaped_archive(tmp_path, fmt):
     assert not (ds / "videos" / "Archery").exists() and not list(ds.glob(".*extracting"))
     assert read_class_names(ds / "class_names.csv") == {"ApplyEyeMakeup": "apply eye makeup",
                                                         "HandstandPushups": "handstand pushups"}
+
+
+# ------------------------------------------------------------------------------------------ the workflow
+def test_download_rules_in_the_dag(tmp_path, server):
+    """Two download shards and the merge through Snakemake: a 404 is recorded, the DAG does not fail."""
+    import yaml
+
+    for name in ("a", "b", "c", "d"):
+        server["serve"](name, 0)
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    rows = [DownloadRow(n, lab, youtube_id=n, start=0.5, end=2.5) for n, lab in
+            (("a", "dog"), ("b", "cat"), ("c", "owl"), ("d", "cow"), ("e", "cow"))]
+    write_download_list(wd / "list.csv", rows)
+    config = {"active_datasets": ["web"],
+              "datasets": {"web": {"source": "download", "feature_sets": ["handcrafted"],
+                                   "download": {"list": "list.csv", "url_pattern": server["pattern"], "shards": 2,
+                                                "sections": "pyav", "backoff": 0.1},
+                                   "splits": {"n_val_unseen": 1, "n_test_unseen": 1}}},
+              "feature_sets": {"handcrafted": {"backbone": "handcrafted", "params": {}}},
+              "models": ["avca"], "seeds": [1]}
+    (wd / "config").mkdir()
+    (wd / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(Path(__file__).parent.parent / "Snakefile"), "--cores", "2",
+           "resources/web/coverage.md", "--resources", "download_slots=1"]
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    r = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert sorted(x.video_id for x in read_manifest(wd / "resources/web/manifest.csv")) == ["a", "b", "c", "d"]
+    assert [o.video_id for o in read_unavailable(wd / "resources/web/unavailable.tsv")] == ["e"]
+    assert "4 / 5 (80.0 %)" in (wd / "resources/web/coverage.md").read_text()
+    assert len(list((wd / "resources/web/videos").glob("*.mp4"))) == 4
+
+
+@pytest.mark.skipif(shutil.which("bsdtar") is None, reason="bsdtar is needed (Debian: libarchive-tools)")
+def test_ucf_archive_rule_in_the_dag(tmp_path):
+    import yaml
+
+    wd = tmp_path / "wd"
+    wd.mkdir()
+    src = _ucf_tree(tmp_path / "src")
+    subprocess.run(["bsdtar", "-c", "-f", str(wd / "UCF101.zip"), "--format", "zip", "-C", str(src), "UCF-101"],
+                   check=True)
+    config = {"active_datasets": ["ucf"],
+              "datasets": {"ucf": {"source": "ucf_archive", "feature_sets": ["handcrafted"],
+                                   "ucf_archive": {"archive": "UCF101.zip"}}},
+              "feature_sets": {"handcrafted": {"backbone": "handcrafted", "params": {}}},
+              "models": ["avca"], "seeds": [1]}
+    (wd / "config").mkdir()
+    (wd / "config" / "config.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(Path(__file__).parent.parent / "Snakefile"),
+                        "--cores", "1", "resources/ucf/manifest.csv"], cwd=wd, capture_output=True, text=True,
+                       timeout=120, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    rows = read_manifest(wd / "resources/ucf/manifest.csv")
+    assert sorted({x.label for x in rows}) == ["ApplyEyeMakeup", "Archery", "HandstandPushups"] and len(rows) == 5
