@@ -10,6 +10,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import av
@@ -52,6 +53,8 @@ def _handler(server_state):
             if isinstance(step, int):
                 self.send_error(step)
                 return
+            if step == "slow":  # answers after the client's timeout
+                time.sleep(1.5)
             data = server_state["files"][name]
             if step == "trunc":
                 data = data[: len(data) // 3]
@@ -64,7 +67,10 @@ def _handler(server_state):
             if rng:
                 self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
             self.end_headers()
-            self.wfile.write(data[start:])
+            try:
+                self.wfile.write(data[start:])
+            except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout test)
+                pass
 
     return H
 
@@ -91,8 +97,8 @@ def server(clips):
 
 def _opts(server, **kw):
     sleeps = []
-    kw.setdefault("sections", "pyav")
-    opts = DownloadOptions(url_pattern=server["pattern"], attempts=3, backoff=0.5, timeout=5, sleep=sleeps.append, **kw)
+    kw = {"sections": "pyav", "timeout": 5, **kw}
+    opts = DownloadOptions(url_pattern=server["pattern"], attempts=3, backoff=0.5, sleep=sleeps.append, **kw)
     return opts, sleeps
 
 
@@ -117,18 +123,34 @@ def test_download_list_round_trip(tmp_path):
     assert rows[0].source_url("https://example.org/{youtube_id}") == "https://example.org/yt1"
 
 
+def test_error_classification():
+    from yt_dlp.utils import DownloadError
+
+    from extractors.sources.download import classify
+
+    for msg in ("ERROR: [youtube] abc: Video unavailable. This video has been removed by the uploader",
+                "ERROR: [youtube] abc: Private video. Sign in if you've been granted access to this video",
+                "ERROR: [youtube] abc: Sign in to confirm your age. This video may be inappropriate"):
+        assert classify(DownloadError(msg)).permanent, msg
+    for msg in ("ERROR: [youtube] abc: Read timed out.", "ERROR: unable to download video data: <urlopen error "
+                "[Errno 111] Connection refused>"):
+        assert not classify(DownloadError(msg)).permanent, msg
+
+
 def test_404_unavailable_at_once_and_ok_clip_cut(tmp_path, server):
     server["serve"]("good", 0)
+    server["serve"]("secret", 0, plan=(403,))
     opts, sleeps = _opts(server)
     rows = [DownloadRow("v1", "dog", youtube_id="good", start=1.0, end=3.0),
-            DownloadRow("v2", "cat", youtube_id="gone")]
+            DownloadRow("v2", "cat", youtube_id="gone"), DownloadRow("v3", "cat", youtube_id="secret")]
     counts, manifest, bad = _run(tmp_path, rows, opts)
     assert [r.video_id for r in manifest] == ["v1"]
     clip = resolve_media(tmp_path / "ds" / "manifest.csv", manifest[0])
     assert clip == tmp_path / "ds" / "videos" / "v1.mp4" and abs(_duration(clip) - 2.0) < 0.35
     assert bad["v2"].kind == "permanent" and "404" in bad["v2"].reason and bad["v2"].attempts == 1
     assert server["hits"].count("gone.mp4") == 1 and sleeps == []
-    assert counts["available"] == 1 and counts["unavailable"] == 1
+    assert bad["v3"].kind == "permanent" and "403" in bad["v3"].reason and server["hits"].count("secret.mp4") == 1
+    assert counts["available"] == 1 and counts["unavailable"] == 2
 
 
 def test_two_503_then_200_with_backoff(tmp_path, server):
@@ -147,6 +169,13 @@ def test_503_forever_recorded_transient_and_retried_on_rerun(tmp_path, server):
     server["plans"]["down.mp4"] = ["ok"]
     _, manifest, bad = _run(tmp_path, [DownloadRow("v", "dog", youtube_id="down")], opts)
     assert [r.video_id for r in manifest] == ["v"] and not bad
+
+
+def test_timeout_is_retried(tmp_path, server):
+    server["serve"]("slow", 1, plan=("slow", "ok"))
+    opts, sleeps = _opts(server, timeout=0.5)
+    _, manifest, bad = _run(tmp_path, [DownloadRow("v", "dog", youtube_id="slow")], opts)
+    assert [r.video_id for r in manifest] == ["v"] and not bad and sleeps == [0.5]
 
 
 def test_truncated_file_caught_by_decode_check(tmp_path, server):

@@ -239,7 +239,7 @@ def cut_clip(src: str | Path, dst: str | Path, start: float | None, end: float |
         if start > 0:
             inp.seek(int(start * av.time_base), any_frame=False, backward=True)
         streams = [s for s in (vin, ain) if s is not None]
-        n_video, audio_pts = 0, 0
+        n_video = 0
         for frame in inp.decode(*streams):
             t = frame.time
             if t is None or t < start or t >= stop:
@@ -253,7 +253,6 @@ def cut_clip(src: str | Path, dst: str | Path, start: float | None, end: float |
                 frame.pts = None
                 for p in aout.encode(frame):
                     out.mux(p)
-                audio_pts += frame.samples
         if n_video == 0:
             raise _Failure(f"no video frames between {start} s and {end} s", True)
         out.mux(vout.encode())
