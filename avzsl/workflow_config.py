@@ -121,6 +121,14 @@ def _check_dataset(name: str, ds: dict, cfg: dict) -> None:
         root = ds["local"]["root"]
         if not root or not Path(root).is_dir():
             raise ConfigError(f"config: {where}.local.root: video folder not found: {root!r}")
+    if ds["source"] == "download":
+        lst = ds["download"]["list"]
+        if not lst or not Path(lst).is_file():
+            raise ConfigError(f"config: {where}.download.list: download list not found: {lst!r}")
+    if ds["source"] == "ucf_archive":
+        arc = ds["ucf_archive"]["archive"]
+        if not arc or not Path(arc).is_file():
+            raise ConfigError(f"config: {where}.ucf_archive.archive: archive not found: {arc!r}")
     official = ds["splits"]["official_dir"]
     if official:
         if not Path(official).is_dir():
@@ -154,6 +162,12 @@ def _check_split_recipe(where: str, ds: dict) -> None:
     """Splits built here must leave at least two seen classes: fewer cannot be trained or calibrated."""
     if ds["source"] == "demo":
         n_classes = ds["demo"]["n_visuals"] * ds["demo"]["n_sounds"]
+    elif ds["source"] == "download":
+        from extractors.sources.download import read_download_list
+
+        n_classes = len({r.label for r in read_download_list(ds["download"]["list"])})
+    elif ds["source"] == "ucf_archive":
+        n_classes = len(ds["ucf_archive"]["classes"]) or 101
     else:
         n_classes = sum(1 for p in Path(ds["local"]["root"]).iterdir() if p.is_dir())
     n_unseen = ds["splits"]["n_val_unseen"] + ds["splits"]["n_test_unseen"]

@@ -4,6 +4,9 @@
     scan-folder     manifest for a local folder of <class>/<video> files
     extract         per-window features for one shard of a manifest
     fetch-weights   download a weight file into place, check and record its sha256
+    download        clips of a download list (yt-dlp), their manifest and the unavailable ones
+    download-merge  join download shards; coverage per split and class
+    ucf-archive     extract UCF101 from its .rar and write its manifest
     merge-features  join shard stores into one feature store
     build-splits    two-stage zero-shot splits from a manifest
     copy-splits     check an official split folder and write it in canonical form
@@ -50,6 +53,28 @@ def cmd_extract(a):
     weights = [read_record(p) for p in a.weights_record] or None
     stats = extract_shard(a.manifest, a.shard, a.shards, backbone, a.params, a.out, opts, weights=weights)
     print(json.dumps(stats, indent=2))
+
+
+def cmd_download(a):
+    from extractors.sources.download import DownloadOptions, download
+
+    opts = DownloadOptions(**a.options)
+    print(json.dumps(download(a.list, a.manifest, a.unavailable, a.videos, opts, a.shard, a.shards)))
+
+
+def cmd_download_merge(a):
+    from extractors.sources.download import coverage, merge_shards, write_coverage
+
+    merge_shards(a.shard_manifest, a.shard_unavailable, a.manifest, a.unavailable, a.class_names, a.descriptions)
+    write_coverage(coverage(a.list, a.manifest, a.split_dir or None), a.coverage_tsv, a.coverage_md)
+    print(a.manifest)
+
+
+def cmd_ucf_archive(a):
+    from extractors.sources.ucf_archive import ucf_from_archive
+
+    print(json.dumps(ucf_from_archive(a.archive, Path(a.manifest).parent / "videos", a.manifest, a.class_names,
+                                      a.classes or None, a.descriptions)))
 
 
 def cmd_fetch_weights(a):
@@ -196,6 +221,39 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--record", help="where the workflow expects the record (checked: always <out>.json)")
     p.set_defaults(func=cmd_fetch_weights)
 
+    p = sub.add_parser("download", help="clips of a download list through yt-dlp; manifest and unavailable.tsv")
+    p.add_argument("--list", required=True, help="download list csv (video_id,youtube_id,url,start,end,label,group)")
+    p.add_argument("--manifest", required=True, help="manifest of the available clips of this shard")
+    p.add_argument("--unavailable", required=True, help="unavailable.tsv of this shard")
+    p.add_argument("--videos", help="clip folder (default videos/ beside the manifest)")
+    p.add_argument("--shard", type=int, default=0)
+    p.add_argument("--shards", type=int, default=1)
+    p.add_argument("--options", type=json_arg, default={},
+                   help="JSON: url_pattern, attempts, backoff, max_backoff, ratelimit, sleep_interval, timeout, "
+                        "sections, retry_unavailable, ytdlp_options")
+    p.set_defaults(func=cmd_download)
+
+    p = sub.add_parser("download-merge", help="join download shards; coverage report")
+    p.add_argument("--list", required=True)
+    p.add_argument("--shard-manifest", nargs="+", required=True)
+    p.add_argument("--shard-unavailable", nargs="+", required=True)
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--unavailable", required=True)
+    p.add_argument("--class-names", required=True)
+    p.add_argument("--descriptions", type=json_arg, default={})
+    p.add_argument("--split-dir", default="", help="official split folder (coverage per split when present)")
+    p.add_argument("--coverage-tsv", required=True)
+    p.add_argument("--coverage-md", required=True)
+    p.set_defaults(func=cmd_download_merge)
+
+    p = sub.add_parser("ucf-archive", help="extract UCF101's .rar (unar or bsdtar) and write its manifest")
+    p.add_argument("--archive", required=True)
+    p.add_argument("--manifest", required=True, help="manifest to write (the clips go to videos/ beside it)")
+    p.add_argument("--class-names", required=True)
+    p.add_argument("--classes", nargs="*", default=[], help="keep only these classes (default all)")
+    p.add_argument("--descriptions", type=json_arg, default={})
+    p.set_defaults(func=cmd_ucf_archive)
+
     p = sub.add_parser("merge-features", help="join shard stores")
     p.add_argument("--out", required=True)
     p.add_argument("--failures", help="also write failed media as TSV here")
@@ -237,5 +295,6 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--npy", help="text embedding .npy (default: the tree's features/<set>/text/ file)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_import_avca)
-    return ["demo-data", "scan-folder", "extract", "fetch-weights", "merge-features", "build-splits", "copy-splits",
+    return ["demo-data", "scan-folder", "extract", "fetch-weights", "download", "download-merge", "ucf-archive",
+            "merge-features", "build-splits", "copy-splits",
             "text", "import-avca"]

@@ -113,6 +113,42 @@ def local_source(wildcards):
     return DATASETS[wildcards.dataset]["local"]
 
 
+def download_source(wildcards):
+    return DATASETS[wildcards.dataset]["download"]
+
+
+def download_options(wildcards):
+    """What `avzsl download --options` takes: the dataset's download block less the workflow's own keys."""
+    d = download_source(wildcards)
+    skip = ("list", "shards", "slots", "runtime", "descriptions")
+    return json.dumps({k: v for k, v in d.items() if k not in skip}, sort_keys=True)
+
+
+def download_shards(wildcards, kind):
+    n = download_source(wildcards)["shards"]
+    suffix = ".csv" if kind == "manifest" else ".unavailable.tsv"
+    return [f"resources/{wildcards.dataset}/download/shard_{i}{suffix}" for i in range(n)]
+
+
+def split_dir_option(wildcards):
+    """Coverage per split needs the official split folder; without one it is per class only."""
+    official = DATASETS[wildcards.dataset]["splits"]["official_dir"]
+    return ["--split-dir", official] if official else []
+
+
+def ucf_classes(wildcards):
+    """The classes to keep: configured, else the official split's all_class.txt (in it or its parent), else all."""
+    ds = DATASETS[wildcards.dataset]
+    if ds["ucf_archive"]["classes"]:
+        return ds["ucf_archive"]["classes"]
+    official = ds["splits"]["official_dir"]
+    for folder in (Path(official), Path(official).parent) if official else ():
+        f = folder / "all_class.txt"
+        if f.is_file():
+            return [c.strip() for c in f.read_text().splitlines() if c.strip()]
+    return []
+
+
 def released(wildcards):
     return DATASETS[wildcards.dataset]["released_avca"]
 
