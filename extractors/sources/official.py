@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avzsl.common import atomic_path
+from extractors.sources.download import DownloadRow
 from extractors.sources.manifest import ManifestRow
 from extractors.splits import STAGES, Splits, read_splits
 
@@ -168,8 +169,6 @@ def official_splits(root: str | Path, dataset: str, variant: str = "main") -> Sp
 
 
 # ------------------------------------------------------------------------------------------------ download list
-DOWNLOAD_COLUMNS = ("video_id", "dataset", "label", "youtube_id", "start", "end", "group", "media",
-                    "main_stages", "cls_stages")
 
 
 @dataclass
@@ -291,16 +290,15 @@ def download_list(root: str | Path, dataset: str, activitynet_annotations: dict 
     return sorted(items.values(), key=lambda i: (i.label, i.video_id)), problems
 
 
-def write_download_list(path: str | Path, items: Sequence[DownloadItem]) -> None:
-    def num(x):
-        return "" if x is None else f"{x:g}"
-
-    with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(DOWNLOAD_COLUMNS)
-        for it in items:
-            w.writerow([it.video_id, it.dataset, it.label, it.youtube_id, num(it.start), num(it.end), it.group,
-                        it.media, ";".join(it.stages.get("main", [])), ";".join(it.stages.get("cls", []))])
+def download_rows(items: Sequence[DownloadItem]) -> list[DownloadRow]:
+    """The listed videos in the download list format (``extractors.sources.download`` owns the file): what the
+    ``download`` source fetches. UCF's videos have no YouTube id: they come from the UCF101 archive."""
+    missing = [it.video_id for it in items if not it.youtube_id]
+    if missing:
+        raise OfficialSplitError(f"{len(missing)} videos have no YouTube id (e.g. {missing[0]}): UCF101's come from its "
+                                 "archive (source ucf_archive), not from a download list")
+    return [DownloadRow(it.video_id, it.label, youtube_id=it.youtube_id, start=it.start, end=it.end, group=it.group)
+            for it in items]
 
 
 def manifest_rows(items: Sequence[DownloadItem]) -> list[ManifestRow]:
