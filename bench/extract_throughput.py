@@ -47,9 +47,19 @@ def random_checkpoints(folder: Path) -> dict[str, str]:
     import torchvision
 
     torch.save(torchvision.models.video.r2plus1d_18(weights=None).state_dict(), folder / "r2plus1d_18.pth")
-    return {name: str(folder / f) for name, f in [("selavi", "selavi_vgg_sound.pth"), ("c3d", "c3d.pickle"),
+    from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
+
+    ASTModel(ASTConfig()).save_pretrained(folder / "ast")  # AudioSet AST's size: 12 layers, 768 wide, 10.24-s input
+    ASTFeatureExtractor().save_pretrained(folder / "ast")
+    try:
+        import open_clip
+
+        torch.save(open_clip.create_model("ViT-B-32").state_dict(), folder / "vit_b_32.pt")
+    except ImportError:
+        pass
+    return {"ast": str(folder / "ast"), "vit_b_32": str(folder / "vit_b_32.pt"), **{name: str(folder / f) for name, f in [("selavi", "selavi_vgg_sound.pth"), ("c3d", "c3d.pickle"),
                                                   ("vggish", "vggish-10086976.pth"), ("pca", "vggish_pca_params.npz"),
-                                                  ("r2plus1d_18", "r2plus1d_18.pth")]}
+                                                  ("r2plus1d_18", "r2plus1d_18.pth")]}}
 
 
 def feature_sets(w: dict[str, str]) -> dict[str, dict]:
@@ -61,6 +71,11 @@ def feature_sets(w: dict[str, str]) -> dict[str, dict]:
         "torchvision r2plus1d_18 + handcrafted audio": {
             "backbone": "handcrafted", "params": {},
             "video": {"backbone": "torchvision_video", "params": {"model": "r2plus1d_18", "weights": w["r2plus1d_18"]}}},
+        "hf_audio AST + handcrafted video": {
+            "backbone": "handcrafted", "params": {}, "audio": {"backbone": "hf_audio", "params": {"weights": w["ast"]}}},
+        "open_clip ViT-B-32 frames + handcrafted audio": {
+            "backbone": "handcrafted", "params": {},
+            "video": {"backbone": "open_clip_image", "params": {"model": "ViT-B-32", "weights": w["vit_b_32"]}}},
     }
 
 
@@ -102,6 +117,9 @@ def main(argv: list[str] | None = None) -> None:
         print("|---|---|---|---|---|")
         for i, (name, spec) in enumerate(sets.items()):
             if args.only and name not in args.only.split(","):
+                continue
+            if "open_clip" in name and not Path(spec["video"]["params"]["weights"]).exists():
+                print(f"| {name} | open_clip_torch is not installed |  |  |  |")
                 continue
             fmt = build_feature_set(spec).input_format
             seconds, decode_wall = decode_seconds(manifest, fmt)
