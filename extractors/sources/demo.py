@@ -45,7 +45,7 @@ FORMATS = [(96, 96, 12, 16000, 1), (128, 96, 15, 22050, 2), (112, 80, 10, 44100,
 class DemoSpec:
     n_visuals: int = 6
     n_sounds: int = 6
-    clips_per_class: int = 14
+    clips_per_class: int = 20
     min_seconds: float = 2.5
     max_seconds: float = 4.5
     seed: int = 0
