@@ -36,6 +36,13 @@ ENV = "../../envs/avzsl.yaml"
 NOTHING = "(?!x)x"  # a wildcard constraint no name matches
 
 
+def mem_by_attempt(mb):
+    """The mem_mb resource of a rule: mb on the first attempt, mb × attempt when a failed job is retried
+    (--retries, set by profiles/slurm), so a job killed for memory comes back with more.
+    """
+    return lambda wildcards, attempt: mb * attempt
+
+
 # ------------------------------------------------------------------------------------------ configuration
 try:
     validate(config, "../schemas/config.schema.yaml")  # fills every default
@@ -127,7 +134,9 @@ def download_options(wildcards):
 def download_shards(wildcards, kind):
     n = download_source(wildcards)["shards"]
     suffix = ".csv" if kind == "manifest" else ".unavailable.tsv"
-    return [f"resources/{wildcards.dataset}/download/shard_{i}{suffix}" for i in range(n)]
+    return [
+        f"resources/{wildcards.dataset}/download/shard_{i}{suffix}" for i in range(n)
+    ]
 
 
 def split_dir_option(wildcards):
