@@ -19,6 +19,7 @@ from pathlib import Path
 
 BINARIES = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "sacct", "sinfo", "scontrol")
 FAKE_GPUS = 2
+FAKE_GPU_TYPE = "fake"  # the GPU type of the fake GPUs (gpu_model resource: --gpus=fake:1)
 
 
 def missing() -> str | None:
@@ -63,13 +64,20 @@ class LocalSlurm:
         self.procs: dict[str, subprocess.Popen] = {}
         self.conf = self.root / "slurm.conf"
         self.jobcomp = self.root / "jobcomp.txt"
-        self.env = {**os.environ, "SLURM_CONF": str(self.conf)}
+        # the executor's job step drops SLURM_* variables (SLURM_CONF too) before its inner srun, so srun would look
+        # for /etc/slurm/slurm.conf; a srun first on PATH puts this cluster's configuration back
+        self.bin = self.root / "bin"
+        self.env = {**os.environ, "SLURM_CONF": str(self.conf),
+                    "PATH": os.pathsep.join([str(self.bin), os.environ.get("PATH", "")])}
 
     # ------------------------------------------------------------------------------------------ configuration
     def _write_config(self) -> None:
         r = self.root
-        for d in ("munge", "ctld", "spool", "log", "gpus"):
+        for d in ("munge", "ctld", "spool", "log", "gpus", "bin"):
             (r / d).mkdir(parents=True, exist_ok=True)
+        srun = self.bin / "srun"
+        srun.write_text(f'#!/bin/sh\nSLURM_CONF="{self.conf}" exec "{shutil.which("srun") or "/usr/bin/srun"}" "$@"\n')
+        srun.chmod(0o755)
         os.chmod(r / "munge", 0o700)
         key = r / "munge" / "munge.key"
         key.write_bytes(secrets.token_bytes(1024))
@@ -115,12 +123,13 @@ class LocalSlurm:
             "SlurmdTimeout=30",
             "GresTypes=gpu",
             f"NodeName={self.node} NodeAddr=127.0.0.1 CPUs={self.cpus} RealMemory={memory} "
-            f"Gres=gpu:{FAKE_GPUS} State=UNKNOWN",
+            f"Gres=gpu:{FAKE_GPU_TYPE}:{FAKE_GPUS} State=UNKNOWN",
             f"PartitionName={self.partition} Nodes={self.node} Default=YES MaxTime=INFINITE State=UP",
             "",
         ]))
         (r / "gres.conf").write_text(
-            "AutoDetect=off\n" + "".join(f"NodeName={self.node} Name=gpu File={f}\n" for f in gpu_files))
+            "AutoDetect=off\n"
+            + "".join(f"NodeName={self.node} Name=gpu Type={FAKE_GPU_TYPE} File={f}\n" for f in gpu_files))
 
     # ------------------------------------------------------------------------------------------ daemons
     def _start(self, name: str, cmd: list[str]) -> None:

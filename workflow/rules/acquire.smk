@@ -13,7 +13,7 @@ rule demo_videos:
         dataset=_names({"demo"}),
     conda:
         ENV
-    threads: workflow.cores
+    threads: local_cores()
     resources:
         mem_mb=mem_by_attempt(2000),
         runtime=30,

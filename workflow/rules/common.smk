@@ -36,6 +36,15 @@ ENV = "../../envs/avzsl.yaml"
 NOTHING = "(?!x)x"  # a wildcard constraint no name matches
 
 
+def local_cores(cluster_share=2):
+    """Threads of a rule that may use every core Snakemake has (--cores); under a cluster executor, which sets no
+    total, a share of one node (set-threads in a profile changes it)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return cluster_share
+
+
 def mem_by_attempt(mb):
     """The mem_mb resource of a rule: mb on the first attempt, mb × attempt when a failed job is retried
     (--retries, set by profiles/slurm), so a job killed for memory comes back with more.
