@@ -127,14 +127,14 @@ def test_demo_dag_runs_through_the_slurm_executor(slurm, tmp_path):
     # an sbatch line: the rule's standard resources mapped by the plugin
     calls = re.findall(r"sbatch call: (sbatch .*)", out)
     train = next(c for c in calls if "rule_train_stage1" in c)
-    print("sbatch line of a training job:\n" + train[:600])
+    print("sbatch line of a training job:\n" + train.split(" --wrap=")[0])
     assert re.search(r" --mem 2000\b", train) and re.search(r" -t 600\b", train)
     assert f" --gpus={FAKE_GPU_TYPE}:1" in train and f"-p {slurm.partition}" in train
     assert "--gres" not in train
     # and what SLURM made of it: the time limit, the memory and the GPU of the job
     job = next(j for j in submitted if queue[j][3].startswith("rule_train_stage1"))
     shown = slurm.run("scontrol", "show", "job", "-o", job)
-    print("scontrol show job:\n" + shown)
+    print("scontrol show job: " + " ".join(re.findall(r"(?:TimeLimit|TRES|TresPerJob|MinMemoryNode)=\S+", shown)))
     assert "TimeLimit=10:00:00" in shown and "mem=2000M" in shown, shown
     assert f"TresPerJob=gres:gpu:{FAKE_GPU_TYPE}:1" in shown, shown  # sbatch --gpus=fake:1
     assert by_id[job][3] == "600"  # sacct --completion: the job's time limit in minutes
