@@ -132,6 +132,9 @@ def parser() -> argparse.ArgumentParser:
     ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--threads", type=int, default=0,
                     help="CPU threads for tensor operations (0: torch's default); set to the job's share of cores")
+    ap.add_argument("--gpus", type=int, default=None, metavar="K",
+                    help="hold K GPUs of this machine's pool for the command's lifetime and set CUDA_VISIBLE_DEVICES "
+                         "to them (0: hide every GPU); see avzsl/gpu_pool.py. Default: leave the devices as they are")
     sub = ap.add_subparsers(dest="command", required=True, metavar="<command>")
     sections = []
     for title, register in ((extractors_cli.TITLE, extractors_cli.add_commands), (TITLE, add_commands)):
@@ -155,10 +158,17 @@ def _limit_threads(n: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parser().parse_args(argv)
-    if args.threads > 0:
-        _limit_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S", stream=sys.stderr)
+    if args.gpus is not None:  # before torch (imported by _limit_threads and the commands) initialises CUDA
+        from avzsl.gpu_pool import assign
+
+        try:
+            assign(args.gpus)
+        except (ValueError, OSError) as e:
+            raise SystemExit(f"avzsl {args.command}: error: {e}") from None
+    if args.threads > 0:
+        _limit_threads(args.threads)
     try:
         args.func(args)
     except (ValueError, OSError, KeyError) as e:

@@ -13,9 +13,9 @@ rule demo_videos:
         dataset=_names({"demo"}),
     conda:
         ENV
-    threads: workflow.cores
+    threads: local_cores()
     resources:
-        mem_mb=2000,
+        mem_mb=mem_by_attempt(2000),
         runtime=30,
     params:
         spec=demo_spec,
@@ -35,7 +35,7 @@ rule scan_local_folder:
     conda:
         ENV
     resources:
-        mem_mb=1000,
+        mem_mb=mem_by_attempt(1000),
         runtime=10,
     params:
         root=lambda w: local_source(w)["root"],
@@ -64,7 +64,7 @@ rule download_shard:
     conda:
         ENV
     resources:
-        mem_mb=2000,
+        mem_mb=mem_by_attempt(2000),
         runtime=lambda w: download_source(w)["runtime"],
         download_slots=lambda w: download_source(w)["slots"],
     params:
@@ -96,7 +96,7 @@ rule download_manifest:
     conda:
         ENV
     resources:
-        mem_mb=1000,
+        mem_mb=mem_by_attempt(1000),
         runtime=10,
     params:
         split_option=split_dir_option,
@@ -126,7 +126,7 @@ rule ucf_archive:
     conda:
         ENV
     resources:
-        mem_mb=1000,
+        mem_mb=mem_by_attempt(1000),
         runtime=120,
     params:
         classes=ucf_classes,

@@ -36,6 +36,22 @@ ENV = "../../envs/avzsl.yaml"
 NOTHING = "(?!x)x"  # a wildcard constraint no name matches
 
 
+def local_cores(cluster_share=2):
+    """Threads of a rule that may use every core Snakemake has (--cores); under a cluster executor, which sets no
+    total, a share of one node (set-threads in a profile changes it)."""
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return cluster_share
+
+
+def mem_by_attempt(mb):
+    """The mem_mb resource of a rule: mb on the first attempt, mb × attempt when a failed job is retried
+    (--retries, set by profiles/slurm), so a job killed for memory comes back with more.
+    """
+    return lambda wildcards, attempt: mb * attempt
+
+
 # ------------------------------------------------------------------------------------------ configuration
 try:
     validate(config, "../schemas/config.schema.yaml")  # fills every default
@@ -127,7 +143,9 @@ def download_options(wildcards):
 def download_shards(wildcards, kind):
     n = download_source(wildcards)["shards"]
     suffix = ".csv" if kind == "manifest" else ".unavailable.tsv"
-    return [f"resources/{wildcards.dataset}/download/shard_{i}{suffix}" for i in range(n)]
+    return [
+        f"resources/{wildcards.dataset}/download/shard_{i}{suffix}" for i in range(n)
+    ]
 
 
 def split_dir_option(wildcards):

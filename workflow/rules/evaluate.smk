@@ -17,10 +17,11 @@ rule evaluate:
     threads: config["training"]["threads"]
     resources:
         gpu=config["training"]["gpus"],
-        mem_mb=config["training"]["mem_mb"],
+        mem_mb=mem_by_attempt(config["training"]["mem_mb"]),
         runtime=30,
     params:
         run=run_config,
     shell:
-        "python -m training.cli --quiet --threads {threads} evaluate --run-config {params.run:q}"
-        " --model-path {input.model:q} --selection {input.selection:q} --out {output:q} > {log:q} 2>&1"
+        "python -m training.cli --quiet --threads {threads} --gpus {resources.gpu} evaluate"
+        " --run-config {params.run:q} --model-path {input.model:q} --selection {input.selection:q}"
+        " --out {output:q} > {log:q} 2>&1"

@@ -16,7 +16,7 @@ rule evidence_benchmark:
     conda:
         ENV
     resources:
-        mem_mb=8000,
+        mem_mb=mem_by_attempt(8000),
         runtime=60,
     params:
         bench=EVIDENCE_ARGS,
@@ -42,7 +42,7 @@ rule evidence_run:
     threads: config["evidence"]["threads"]
     resources:
         gpu=config["training"]["gpus"],
-        mem_mb=8000,
+        mem_mb=mem_by_attempt(8000),
         runtime=120,
     params:
         bench=EVIDENCE_ARGS,

@@ -15,7 +15,7 @@ rule fetch_weights:
     conda:
         ENV
     resources:
-        mem_mb=1000,
+        mem_mb=mem_by_attempt(1000),
         runtime=120,
     params:
         url=lambda w: weight_target(w)["url"],
@@ -46,7 +46,7 @@ rule extract_shard:
     threads: config["extract"]["workers"] + 1  # decode workers + the process that runs the backbone
     resources:
         gpu=config["extract"]["gpus"],
-        mem_mb=4000,
+        mem_mb=mem_by_attempt(4000),
         runtime=240,
     params:
         # every setting that changes a feature is a param: changing it reruns extraction and what follows
@@ -64,8 +64,8 @@ rule extract_shard:
         videos_per_load=config["extract"]["videos_per_load"],
         missing_modality=config["extract"]["missing_modality"],
     shell:
-        "python -m training.cli --quiet --threads 1 extract --manifest {input.manifest:q} --shard {wildcards.shard}"
-        " --shards {params.shards} --feature-set {params.feature_set:q}"
+        "python -m training.cli --quiet --threads 1 --gpus {resources.gpu} extract --manifest {input.manifest:q}"
+        " --shard {wildcards.shard} --shards {params.shards} --feature-set {params.feature_set:q}"
         " --feature-set-name {wildcards.feature_set} {params.records:q} --decoder {params.decoder}"
         " --workers $(( {threads} - 1 )) --batch-windows {params.batch_windows} --device {params.device}"
         " --precision {params.precision} {params.max_seconds:q} --chunk-seconds {params.chunk_seconds}"
@@ -86,7 +86,7 @@ rule merge_features:
     conda:
         ENV
     resources:
-        mem_mb=4000,
+        mem_mb=mem_by_attempt(4000),
         runtime=30,
     shell:
         "python -m training.cli --quiet --threads {threads} merge-features --out {output.features:q}"
@@ -103,7 +103,7 @@ rule import_released_features:
     conda:
         ENV
     resources:
-        mem_mb=8000,
+        mem_mb=mem_by_attempt(8000),
         runtime=60,
     params:
         root=lambda w: released(w)["root"],

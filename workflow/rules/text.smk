@@ -11,7 +11,7 @@ rule fetch_text_weights:
     conda:
         ENV
     resources:
-        mem_mb=1000,
+        mem_mb=mem_by_attempt(1000),
         runtime=120,
     params:
         url=lambda w: text_fetch_target(w)["url"],
@@ -37,7 +37,7 @@ rule class_text:
     conda:
         ENV
     resources:
-        mem_mb=config["text"]["mem_mb"],
+        mem_mb=mem_by_attempt(config["text"]["mem_mb"]),
         runtime=20,
     params:
         encoder=TEXT_ENCODER,

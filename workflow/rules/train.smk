@@ -18,14 +18,15 @@ rule train_stage1:
     threads: config["training"]["threads"]
     resources:
         gpu=config["training"]["gpus"],
-        mem_mb=config["training"]["mem_mb"],
+        mem_mb=mem_by_attempt(config["training"]["mem_mb"]),
         runtime=600,
     params:
         run=run_config,
         run_dir=stage_dir(1),
     shell:
-        "python -m training.cli --quiet --threads {threads} train --stage 1 --run-config {params.run:q}"
-        " --run-dir {params.run_dir:q} --out {output:q} --mem-mb {resources.mem_mb} > {log:q} 2>&1"
+        "python -m training.cli --quiet --threads {threads} --gpus {resources.gpu} train --stage 1"
+        " --run-config {params.run:q} --run-dir {params.run_dir:q} --out {output:q}"
+        " --mem-mb {resources.mem_mb} > {log:q} 2>&1"
 
 
 rule train_stage2:
@@ -45,12 +46,12 @@ rule train_stage2:
     threads: config["training"]["threads"]
     resources:
         gpu=config["training"]["gpus"],
-        mem_mb=config["training"]["mem_mb"],
+        mem_mb=mem_by_attempt(config["training"]["mem_mb"]),
         runtime=600,
     params:
         run=run_config,
         run_dir=stage_dir(2),
     shell:
-        "python -m training.cli --quiet --threads {threads} train --stage 2 --run-config {params.run:q}"
-        " --run-dir {params.run_dir:q} --selection {input.selection:q} --model-out {output:q}"
-        " --mem-mb {resources.mem_mb} > {log:q} 2>&1"
+        "python -m training.cli --quiet --threads {threads} --gpus {resources.gpu} train --stage 2"
+        " --run-config {params.run:q} --run-dir {params.run_dir:q} --selection {input.selection:q}"
+        " --model-out {output:q} --mem-mb {resources.mem_mb} > {log:q} 2>&1"
