@@ -135,7 +135,7 @@ rule fetch_ucf_archive:
         retries=lambda w: DATASETS[w.dataset]["ucf_archive"]["retries"],
         where=lambda w: f"datasets.{w.dataset}.ucf_archive.archive",
     shell:
-        "python -m training.cli --quiet fetch-weights --url {params.url:q} --sha256 {params.sha256:q}"
+        "python -m training.cli --quiet fetch-weights --url {params.url:q} --sha256={params.sha256:q}"
         " --out {output.archive:q} --record {output.record:q} --where {params.where:q}"
         " --retries {params.retries} > {log:q} 2>&1"
 

@@ -64,7 +64,12 @@ def _names(source, mode=None, official_dir=None):
     return "|".join(names) or NOTHING
 
 
-ACQUIRED = {"demo", "local", "download", "ucf_archive"}  # videos acquired and extracted here
+ACQUIRED = {
+    "demo",
+    "local",
+    "download",
+    "ucf_archive",
+}  # videos acquired and extracted here
 VIDEO_DATASETS = _names(ACQUIRED)
 RELEASED_DATASETS = _names({"released_avca"})
 BUILT_SPLIT_DATASETS = _names(ACQUIRED, mode="build", official_dir=False)
@@ -148,7 +153,9 @@ def download_options(wildcards):
 def download_shards(wildcards, kind):
     n = download_source(wildcards)["shards"]
     suffix = ".csv" if kind == "manifest" else ".unavailable.tsv"
-    return [f"resources/{wildcards.dataset}/download/shard_{i}{suffix}" for i in range(n)]
+    return [
+        f"resources/{wildcards.dataset}/download/shard_{i}{suffix}" for i in range(n)
+    ]
 
 
 def coverage_split_folder(dataset):
@@ -160,7 +167,7 @@ def coverage_split_folder(dataset):
 
 
 def coverage_split_inputs(wildcards):
-    """A fetched official split is a rule output: coverage waits for it."""
+    """A fetched official split is made by the workflow, so coverage waits for it."""
     if DATASETS[wildcards.dataset]["splits"]["mode"] == "official":
         return split_outputs(dataset_split_dir(wildcards.dataset))
     return []
@@ -184,9 +191,12 @@ def coverage_files():
     return out
 
 
-UCF_COVERAGE_DATASETS = "|".join(
-    re.escape(n) for n in coverage_files() if DATASETS[n]["source"] == "ucf_archive"
-) or NOTHING
+UCF_COVERAGE_DATASETS = (
+    "|".join(
+        re.escape(n) for n in coverage_files() if DATASETS[n]["source"] == "ucf_archive"
+    )
+    or NOTHING
+)
 
 
 def ucf_archive_file(wildcards):

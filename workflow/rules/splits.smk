@@ -91,7 +91,8 @@ rule fetch_official_splits:
 
 rule official_download_list:
     """The download list of a downloaded dataset's official split: YouTube id and time range of every video
-    (VGGSound <id>_<start>: 10 s from start; ActivityNet <id>_<k>: its k-th annotated segment)."""
+    (VGGSound <id>_<start>: 10 s from start; ActivityNet <id>_<k>: its k-th annotated segment).
+    """
     input:
         splits=lambda w: split_outputs(dataset_split_dir(w.dataset)),
     output:
