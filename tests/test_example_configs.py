@@ -174,3 +174,36 @@ def test_official_split_command_and_its_download_list(tmp_path, shared_splits):
     rows = read_download_list(tmp_path / "list.csv")
     assert len(rows) == len({v for vs in b.videos.values() for v, _ in vs})
     assert all(r.end - r.start == 10 for r in rows[:50]) and (tmp_path / "problems.txt").read_text() == ""
+
+
+def test_official_split_rules_run_offline(workdir, shared_splits):
+    """fetch_official_splits and official_download_list through Snakemake, from a local copy of the official files:
+    UCF's main split equals the shared copy; VGGSound's cls split gives its download list."""
+    (workdir / "UCF101.zip").write_bytes(b"")
+    official = {"source": str(shared_splits)}
+    cfg = {"active_datasets": ["ucf", "vgg"],
+           "datasets": {
+               "ucf": {"source": "ucf_archive", "feature_sets": ["handcrafted"],
+                       "ucf_archive": {"archive": "UCF101.zip"},
+                       "splits": {"mode": "official", "official": {**official, "dataset": "UCF", "variant": "main"}}},
+               "vgg": {"source": "download", "feature_sets": ["handcrafted"],
+                       "splits": {"mode": "official",
+                                  "official": {**official, "dataset": "VGGSound", "variant": "cls"}}}},
+           "models": ["avca"]}
+    (workdir / "two.yaml").write_text(yaml.safe_dump(cfg))
+    targets = ["results/splits/ucf/main/all_class.txt", "resources/vgg/download/official_list.csv"]
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2", *targets,
+                        "--configfile", "two.yaml"], cwd=workdir, capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ref = shared_splits / "avgzsl_benchmark_datasets" / "UCF" / "class-split"
+    a, b = read_splits(workdir / "results/splits/ucf/main"), read_splits(ref / "main_split", ref / "all_class.txt")
+    assert a.classes == b.classes and {s: sorted(v) for s, v in a.videos.items()} == {
+        s: sorted(v) for s, v in b.videos.items()}
+    names = (workdir / "resources/ucf/official_main_class_names.csv").read_text().splitlines()
+    assert names[:2] == ["original,manual", "ApplyEyeMakeup,Apply Eye Makeup"]
+    from extractors.sources.download import read_download_list
+
+    rows = read_download_list(workdir / "resources/vgg/download/official_list.csv")
+    vgg = read_splits(workdir / "results/splits/vgg/cls")
+    assert {r.video_id for r in rows} == {v for vs in vgg.videos.values() for v, _ in vs}
