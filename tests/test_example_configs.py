@@ -207,3 +207,42 @@ def test_official_split_rules_run_offline(workdir, shared_splits):
     rows = read_download_list(workdir / "resources/vgg/download/official_list.csv")
     vgg = read_splits(workdir / "results/splits/vgg/cls")
     assert {r.video_id for r in rows} == {v for vs in vgg.videos.values() for v, _ in vs}
+
+
+def test_leakage_free_split_rule_runs_and_refuses_a_leaky_config(workdir):
+    """Rule leakage_free_splits on a local folder: the split and its report; a vocabulary covering too many classes
+    stops the job with one message."""
+    classes = ["Archery", "Bowling", "ApplyEyeMakeup", "BabyCrawling", "Drumming", "Knitting"]
+    for c in classes:
+        for k in range(4):
+            f = workdir / "videos" / c / f"{c}_{k}.mp4"
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_bytes(b"")  # scanned, never decoded here
+    voc = workdir / "labels.txt"
+    voc.write_text("archery\nbowling\n")
+    cfg = {"active_datasets": ["loc"],
+           "datasets": {"loc": {"source": "local", "feature_sets": ["handcrafted"], "local": {"root": "videos"},
+                                "splits": {"mode": "leakage_free", "backbone": "c3d",
+                                           "vocabularies": {"sports1m": "labels.txt"}, "overrides": "",
+                                           "n_val_unseen": 1, "n_test_unseen": 2, "cover_factors": False}}},
+           "models": ["avca"]}
+    (workdir / "loc.yaml").write_text(yaml.safe_dump(cfg))
+    target = "results/splits/loc/default/leakage_report.md"
+
+    def run():
+        return subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "1",
+                               target, "--configfile", "loc.yaml"], cwd=workdir, capture_output=True, text=True,
+                              timeout=300)
+
+    r = run()
+    assert r.returncode == 0, r.stderr[-3000:]
+    splits = read_splits(workdir / "results/splits/loc/default")
+    unseen = set(splits.classes["stage_1_val_unseen"]) | set(splits.classes["stage_2_test_unseen"])
+    assert len(unseen) == 3 and not unseen & {"Archery", "Bowling"}
+    assert "Sports-1M (487 labels): 2 class(es) covered" in (workdir / target).read_text()
+
+    voc.write_text("archery\nbowling\nknitting\ndrumming\n")  # 2 eligible classes left for 3 unseen
+    r = run()
+    assert r.returncode != 0
+    log = (workdir / "logs/leakage_free_splits/loc.log").read_text()
+    assert "leakage-free split for backbone c3d: cannot draw 3 unseen classes from 6 classes (2 eligible)" in log

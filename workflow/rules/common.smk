@@ -261,6 +261,12 @@ def leakage_overrides(wildcards):
     return [path] if path else []
 
 
+def leakage_vocabulary_files(wildcards):
+    """The vocabularies given as local files: inputs, so that an edited file rebuilds the split."""
+    sources = DATASETS[wildcards.dataset]["splits"]["vocabularies"].values()
+    return [s for s in sources if s != "torchvision" and not re.match(r"^\w+://", s)]
+
+
 def official_class_names(dataset):
     variant = DATASETS[dataset]["splits"]["official"]["variant"]
     return f"resources/{dataset}/official_{variant}_class_names.csv"

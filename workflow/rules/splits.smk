@@ -129,6 +129,7 @@ rule leakage_free_splits:
         manifest="resources/{dataset}/manifest.csv",
         class_names="resources/{dataset}/class_names.csv",
         overrides=leakage_overrides,
+        vocabularies=leakage_vocabulary_files,
     output:
         split_outputs("results/splits/{dataset}/default"),
         report="results/splits/{dataset}/default/leakage_report.md",
