@@ -117,21 +117,82 @@ def _check_dataset(name: str, ds: dict, cfg: dict) -> None:
         root = ds["local"]["root"]
         if not root or not Path(root).is_dir():
             raise ConfigError(f"config: {where}.local.root: video folder not found: {root!r}")
+    mode = ds["splits"]["mode"]
     if ds["source"] == "download":
         lst = ds["download"]["list"]
-        if not lst or not Path(lst).is_file():
+        if lst and not Path(lst).is_file():
             raise ConfigError(f"config: {where}.download.list: download list not found: {lst!r}")
+        if not lst and mode != "official":
+            raise ConfigError(f"config: {where}.download.list: no download list; give one, or set "
+                              f"{where}.splits.mode: official to download the official split's videos")
+        if not lst and ds["splits"]["official"]["dataset"] == "UCF":
+            raise ConfigError(f"config: {where}.splits.official.dataset: UCF101 has no YouTube ids; use source "
+                              "ucf_archive")
     if ds["source"] == "ucf_archive":
         arc = ds["ucf_archive"]["archive"]
-        if not arc or not Path(arc).is_file():
+        if is_url(arc):
+            pass  # fetched by rule fetch_ucf_archive
+        elif not arc or not Path(arc).is_file():
             raise ConfigError(f"config: {where}.ucf_archive.archive: archive not found: {arc!r}")
+        sha = ds["ucf_archive"]["sha256"]
+        if sha and not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
+            raise ConfigError(f"config: {where}.ucf_archive.sha256 must be 64 hexadecimal digits, got {sha!r}")
     official = ds["splits"]["official_dir"]
-    if official:
+    if mode != "build" and official:
+        raise ConfigError(f"config: {where}.splits.official_dir is for mode build (a local split folder); "
+                          f"mode {mode} does not read it: leave one of the two out")
+    if mode == "official":
+        _check_official_source(where, ds["splits"]["official"])
+    elif mode == "leakage_free":
+        _check_leakage_settings(where, ds["splits"])
+        _check_split_recipe(where, ds)
+    elif official:
         if not Path(official).is_dir():
             raise ConfigError(f"config: {where}.splits.official_dir: folder not found: {official}")
         _check_splits(where, lambda: read_splits(official))
     else:
         _check_split_recipe(where, ds)
+
+
+def is_url(text: str) -> bool:
+    return bool(re.match(r"^(https?|file)://", text or ""))
+
+
+def _check_official_source(where: str, official: dict) -> None:
+    src = official["source"]
+    if not src:
+        raise ConfigError(f"config: {where}.splits.official.source: give a base URL or a local folder")
+    if not re.match(r"^https?://", src):
+        from extractors.sources.official import BENCHMARK
+
+        folder = Path(src[len("file://"):] if src.startswith("file://") else src)
+        if not ((folder / BENCHMARK).is_dir() or folder.name == BENCHMARK and folder.is_dir()):
+            raise ConfigError(f"config: {where}.splits.official.source: no {BENCHMARK}/ folder in {src}")
+
+
+def _check_leakage_settings(where: str, splits: dict) -> None:
+    """A known backbone (or vocabulary), known vocabulary names for the sources, a readable override table."""
+    from extractors.leakage import VOCABULARIES, LeakageError, read_overrides, vocabularies_for
+
+    if not splits["backbone"]:
+        raise ConfigError(f"config: {where}.splits.backbone: mode leakage_free needs the backbone whose "
+                          "pre-training classes the unseen classes must avoid")
+    try:
+        vocabularies_for(splits["backbone"])
+    except LeakageError as e:
+        raise ConfigError(f"config: {where}.splits.backbone: {e}") from None
+    unknown = sorted(set(splits["vocabularies"]) - set(VOCABULARIES))
+    if unknown:
+        raise ConfigError(f"config: {where}.splits.vocabularies: unknown vocabulary {unknown}; known: "
+                          f"{sorted(VOCABULARIES)}")
+    for name, src in splits["vocabularies"].items():
+        if src != "torchvision" and not re.match(r"^https?://", src) and not Path(src).is_file():
+            raise ConfigError(f"config: {where}.splits.vocabularies.{name}: file not found: {src}")
+    if splits["overrides"]:
+        try:
+            read_overrides(splits["overrides"])
+        except LeakageError as e:
+            raise ConfigError(f"config: {where}.splits.overrides: {e}") from None
 
 
 def _check_released(where: str, ds: dict) -> None:
@@ -158,6 +219,8 @@ def _check_split_recipe(where: str, ds: dict) -> None:
     """Splits built here must leave at least two seen classes: fewer cannot be trained or calibrated."""
     if ds["source"] == "demo":
         n_classes = ds["demo"]["n_visuals"] * ds["demo"]["n_sounds"]
+    elif ds["source"] == "download" and not ds["download"]["list"]:
+        return  # the official list, known once fetched
     elif ds["source"] == "download":
         from extractors.sources.download import read_download_list
 

@@ -10,6 +10,12 @@
     merge-features  join shard stores into one feature store
     build-splits    two-stage zero-shot splits from a manifest
     copy-splits     check an official split folder and write it in canonical form
+    official-splits fetch the official AVCA split files (pinned commit, checksums) and write one split canonically
+    official-download-list
+                    the download list of an official split (YouTube ids, time ranges)
+    leakage-free-splits
+                    splits whose unseen classes a backbone's pre-training vocabularies do not cover, and a report
+    coverage        available / listed videos per split and class, from a manifest and a split folder
     text            class text embeddings
     import-avca     features, splits or text from a released AVCA feature tree
 """
@@ -73,8 +79,11 @@ def cmd_download_merge(a):
 def cmd_ucf_archive(a):
     from extractors.sources.ucf_archive import ucf_from_archive
 
+    classes = list(a.classes)
+    if a.classes_file:
+        classes += [c.strip() for c in Path(a.classes_file).read_text().splitlines() if c.strip()]
     print(json.dumps(ucf_from_archive(a.archive, Path(a.manifest).parent / "videos", a.manifest, a.class_names,
-                                      a.classes or None, a.descriptions)))
+                                      classes or None, a.descriptions)))
 
 
 def cmd_fetch_weights(a):
@@ -82,7 +91,7 @@ def cmd_fetch_weights(a):
 
     if a.record and Path(a.record) != sidecar(a.out):
         raise SystemExit(f"--record must be {sidecar(a.out)} (where the record of --out is written), got {a.record}")
-    print(json.dumps(fetch(a.url, a.out, a.sha256 or None, a.where)))
+    print(json.dumps(fetch(a.url, a.out, a.sha256 or None, a.where, retries=a.retries, backoff=a.backoff)))
 
 
 def cmd_merge_features(a):
@@ -112,6 +121,102 @@ def cmd_copy_splits(a):
     from extractors.splits import read_splits, write_splits
 
     write_splits(a.out, read_splits(a.src, a.all_class))
+
+
+def cmd_official_splits(a):
+    from extractors.sources.manifest import write_class_names
+    from extractors.sources.official import fetch_official, official_class_names, official_splits
+    from extractors.splits import write_splits
+
+    root = fetch_official(a.cache, a.source or None, [a.dataset], retries=a.retries)
+    splits = official_splits(root, a.dataset, a.variant)
+    write_splits(a.out, splits)
+    if a.class_names:
+        rows = official_class_names(root, a.dataset)
+        extra = [k for k in rows[0] if k not in ("original", "manual")]
+        write_class_names(a.class_names, rows, extra)
+    print(json.dumps({"dataset": a.dataset, "variant": a.variant, "classes": len(splits.all_classes),
+                      "videos": {s: len(v) for s, v in splits.videos.items()}}))
+
+
+def cmd_official_download_list(a):
+    from extractors.sources.download import write_download_list
+    from extractors.sources.official import download_items, download_rows
+    from extractors.splits import read_splits
+
+    annotations = None
+    if a.dataset == "ActivityNet":
+        annotations = a.activitynet_annotations or None
+    items, problems = download_items({a.variant: read_splits(a.splits)}, a.dataset, annotations)
+    write_download_list(a.out, download_rows(items))
+    if a.problems:
+        from avzsl.common import atomic_path
+
+        with atomic_path(a.problems, suffix=".txt") as tmp:
+            tmp.write_text("".join(f"{p}\n" for p in problems))
+    if problems:
+        logging.getLogger("avzsl").warning("%d video(s) without a time range (whole video listed), e.g. %s",
+                                           len(problems), problems[0])
+    print(json.dumps({"videos": len(items), "unresolved": len(problems)}))
+
+
+def cmd_leakage_free_splits(a):
+    from extractors.leakage import (
+        LeakageError,
+        backbone_matches,
+        check_leakage,
+        keep_groups_apart,
+        leakage_free_splits,
+        read_overrides,
+    )
+    from extractors.sources.manifest import read_class_names, read_manifest
+    from extractors.splits import SplitError, SplitRecipe, write_splits
+
+    rows = read_manifest(a.manifest)
+    groups = {r.video_id: r.group or r.video_id for r in rows}
+    names = read_class_names(a.class_names) if a.class_names else {}
+    recipe = SplitRecipe(**{**a.recipe, "seen_only": tuple(a.recipe.get("seen_only", ()))})
+    try:
+        matches = backbone_matches(sorted({r.label for r in rows}), a.backbone, a.vocabularies, names,
+                                   read_overrides(a.overrides) if a.overrides else None)
+        covered = {v: set(m) for v, m in matches.items()}
+        splits = leakage_free_splits([(r.video_id, r.label, r.group) for r in rows], recipe, matches)
+        if a.keep_sources_apart:
+            splits, _ = keep_groups_apart(splits, groups)
+        report = check_leakage(splits, covered, groups, keep_groups_apart=a.keep_sources_apart)
+    except (LeakageError, SplitError) as e:
+        raise SystemExit(f"leakage-free split for backbone {a.backbone}: {e}") from None
+    write_splits(a.out, splits)
+    _write_leakage_report(a.report, a.backbone, matches, splits, report, a.keep_sources_apart)
+    print(json.dumps({"backbone": a.backbone, "covered": {v: len(m) for v, m in matches.items()},
+                      "sharing": report.summary()}))
+
+
+def _write_leakage_report(path, backbone, matches, splits, report, kept_apart) -> None:
+    from avzsl.common import atomic_path
+    from extractors.leakage import UNSEEN_STAGES, VOCABULARIES
+
+    lines = [f"# Leakage report: backbone `{backbone}`", "",
+             "Checked: no unseen class is also seen, no video is in two stages, no unseen class is in a "
+             "pre-training vocabulary of the backbone (all passed).", ""]
+    for voc, m in matches.items():
+        lines += [f"## {VOCABULARIES[voc].title}: {len(m)} class(es) covered, kept seen", "",
+                  "| class | label | rule |", "|---|---|---|"]
+        lines += [f"| {c} | {x.label or '(override table)'} | {x.rule} |" for c, x in sorted(m.items())]
+        lines.append("")
+    for stage in UNSEEN_STAGES:
+        lines += [f"{stage}: {', '.join(sorted(splits.classes[stage]))}", ""]
+    lines += [f"Source recordings: {report.summary()}"
+              + (" (keep_sources_apart: shared recordings kept on the training side)." if kept_apart else "."), ""]
+    with atomic_path(path, suffix=".md") as tmp:
+        tmp.write_text("\n".join(lines))
+
+
+def cmd_coverage(a):
+    from extractors.sources.download import coverage, write_coverage
+
+    write_coverage(coverage(a.list or None, a.manifest, a.split_dir), a.coverage_tsv, a.coverage_md)
+    print(a.coverage_md)
 
 
 def cmd_text(a):
@@ -219,6 +324,8 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--out", required=True)
     p.add_argument("--where", default="weights", help="config key for messages")
     p.add_argument("--record", help="where the workflow expects the record (checked: always <out>.json)")
+    p.add_argument("--retries", type=int, default=0, help="further tries after a network error or HTTP 5xx/429")
+    p.add_argument("--backoff", type=float, default=5.0, help="seconds before the first retry, doubled each time")
     p.set_defaults(func=cmd_fetch_weights)
 
     p = sub.add_parser("download", help="clips of a download list through yt-dlp; manifest and unavailable.tsv")
@@ -251,6 +358,7 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--manifest", required=True, help="manifest to write (the clips go to videos/ beside it)")
     p.add_argument("--class-names", required=True)
     p.add_argument("--classes", nargs="*", default=[], help="keep only these classes (default all)")
+    p.add_argument("--classes-file", help="keep (also) the classes listed in this file, one a line (all_class.txt)")
     p.add_argument("--descriptions", type=json_arg, default={})
     p.set_defaults(func=cmd_ucf_archive)
 
@@ -275,6 +383,49 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_copy_splits)
 
+    p = sub.add_parser("official-splits", help="fetch the official AVCA split files and write one split canonically")
+    p.add_argument("--dataset", required=True, choices=["UCF", "ActivityNet", "VGGSound"])
+    p.add_argument("--variant", default="main", choices=["main", "cls"])
+    p.add_argument("--source", default="", help="http(s) base URL or local folder holding avgzsl_benchmark_datasets/ "
+                                                "(default: GitHub at the pinned commit)")
+    p.add_argument("--cache", required=True, help="where the verified files are kept (reused when their digests match)")
+    p.add_argument("--retries", type=int, default=3)
+    p.add_argument("--out", required=True, help="split folder to write")
+    p.add_argument("--class-names", help="also write the class-name table (original,manual) of the official files")
+    p.set_defaults(func=cmd_official_splits)
+
+    p = sub.add_parser("official-download-list", help="download list of an official split folder")
+    p.add_argument("--splits", required=True, help="split folder (canonical, as official-splits writes it)")
+    p.add_argument("--dataset", required=True, choices=["ActivityNet", "VGGSound"])
+    p.add_argument("--variant", default="main", choices=["main", "cls"])
+    p.add_argument("--activitynet-annotations", default="",
+                   help="ActivityNet 1.3 annotation JSON (path or URL) for the segments' time ranges")
+    p.add_argument("--out", required=True, help="download list csv to write")
+    p.add_argument("--problems", help="videos whose time range could not be resolved, one a line")
+    p.set_defaults(func=cmd_official_download_list)
+
+    p = sub.add_parser("leakage-free-splits", help="splits free of a backbone's pre-training classes, and a report")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--class-names", help="original,manual csv (the manual name is matched too)")
+    p.add_argument("--recipe", type=json_arg, required=True, help="SplitRecipe fields as JSON")
+    p.add_argument("--backbone", required=True, help="backbone or vocabulary name (extractors.leakage)")
+    p.add_argument("--vocabularies", type=json_arg, default={},
+                   help="JSON {vocabulary: local file or URL} instead of the original sources")
+    p.add_argument("--overrides", default="", help="override table (class,vocabulary,decision)")
+    p.add_argument("--keep-sources-apart", action="store_true",
+                   help="no source recording on both sides of training and seen-test")
+    p.add_argument("--out", required=True, help="split folder to write")
+    p.add_argument("--report", required=True, help="leakage report (markdown) to write")
+    p.set_defaults(func=cmd_leakage_free_splits)
+
+    p = sub.add_parser("coverage", help="available / listed videos per split and class")
+    p.add_argument("--manifest", required=True)
+    p.add_argument("--split-dir", required=True)
+    p.add_argument("--list", default="", help="download list (default: the split's videos)")
+    p.add_argument("--coverage-tsv", required=True)
+    p.add_argument("--coverage-md", required=True)
+    p.set_defaults(func=cmd_coverage)
+
     p = sub.add_parser("text", help="class text embeddings")
     p.add_argument("--splits", required=True, help="split folder (for the class list)")
     p.add_argument("--class-names", required=True, help="original,manual csv")
@@ -296,5 +447,5 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_import_avca)
     return ["demo-data", "scan-folder", "extract", "fetch-weights", "download", "download-merge", "ucf-archive",
-            "merge-features", "build-splits", "copy-splits",
-            "text", "import-avca"]
+            "merge-features", "build-splits", "copy-splits", "official-splits", "official-download-list",
+            "leakage-free-splits", "coverage", "text", "import-avca"]

@@ -15,6 +15,8 @@ import hashlib
 import json
 import os
 import shutil
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -28,7 +30,7 @@ ROOT = "resources/weights"
 
 
 class WeightsError(ValueError):
-    pass
+    transient = False  # a network error or an HTTP 5xx/429 answer: worth another try
 
 
 def sha256_of(path: str | Path) -> str:
@@ -48,9 +50,11 @@ def _local_source(url: str) -> Path | None:
     return Path(url)
 
 
-def fetch(url: str, out: str | Path, sha256: str | None = None, where: str = "weights", timeout: float = 60) -> dict:
+def fetch(url: str, out: str | Path, sha256: str | None = None, where: str = "weights", timeout: float = 60,
+          retries: int = 0, backoff: float = 5.0) -> dict:
     """Bring ``url`` to ``out`` (atomically) and write ``out``.json; returns the record. ``where`` names the config
-    key in messages."""
+    key in messages. ``retries``: further tries after a network error or an HTTP 5xx/429 answer, ``backoff``
+    seconds apart, doubled each time; each try resumes the partial file."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
@@ -60,7 +64,14 @@ def fetch(url: str, out: str | Path, sha256: str | None = None, where: str = "we
             raise WeightsError(f"{where}.url: local weight file not found: {local}")
         shutil.copyfile(local, partial)
     else:
-        _download(url, partial, timeout)
+        for attempt in range(retries + 1):
+            try:
+                _download(url, partial, timeout)
+                break
+            except WeightsError as e:
+                if attempt == retries or not e.transient:
+                    raise
+                time.sleep(backoff * 2 ** attempt)
     digest = sha256_of(partial)
     if sha256 and digest != sha256.lower():
         partial.unlink()
@@ -83,10 +94,14 @@ def _download(url: str, partial: Path, timeout: float) -> None:
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # already complete
             return
-        raise WeightsError(f"cannot download {url}: HTTP {e.code} {e.reason}") from None
+        err = WeightsError(f"cannot download {url}: HTTP {e.code} {e.reason}")
+        err.transient = e.code >= 500 or e.code == 429
+        raise err from None
     except (urllib.error.URLError, OSError) as e:
-        raise WeightsError(f"cannot download {url}: {getattr(e, 'reason', e)} (the partial file is kept and the "
-                           "next run resumes it)") from None
+        err = WeightsError(f"cannot download {url}: {getattr(e, 'reason', e)} (the partial file is kept and the "
+                           "next run resumes it)")
+        err.transient = True
+        raise err from None
 
 
 def sidecar(path: str | Path) -> Path:

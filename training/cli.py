@@ -66,9 +66,17 @@ def cmd_evaluate(a):
 
 
 def cmd_report(a):
+    from extractors.sources.download import coverage_statement
     from training.results import write_summary
 
-    rows = write_summary(a.results, a.csv, a.md, a.title, a.order.split(",") if a.order else None, not a.flat)
+    coverage = {}
+    for item in a.coverage:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"--coverage must be DATASET=coverage.tsv, got {item!r}")
+        coverage[name] = coverage_statement(path)
+    rows = write_summary(a.results, a.csv, a.md, a.title, a.order.split(",") if a.order else None, not a.flat,
+                         coverage)
     print(f"{len(rows)} result rows -> {a.csv}, {a.md}")
 
 
@@ -119,6 +127,8 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--title", default="Results")
     p.add_argument("--order", default="", help="comma-separated model order (rows top to bottom within a type)")
     p.add_argument("--flat", action="store_true", help="no grouping by type: rows exactly in --order")
+    p.add_argument("--coverage", action="append", default=[], metavar="DATASET=TSV",
+                   help="a dataset's coverage.tsv: the table states the share of listed videos it was computed on")
     p.add_argument("results", nargs="+")
     p.set_defaults(func=cmd_report)
     return ["resolve", "train", "evaluate", "report"]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import csv
 import statistics
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from avzsl.common import atomic_path, code_version
@@ -52,9 +52,10 @@ def read_csv(path: str | Path) -> list[dict]:
 
 
 def render_markdown(rows: Sequence[dict], title: str = "Results", order: Sequence[str] | None = None,
-                    by_type: bool = True) -> str:
+                    by_type: bool = True, coverage: Mapping[str, str] | None = None) -> str:
     """Table-I layout: rows grouped by type (``by_type``), in ``order`` within a group (else alphabetically); with
-    ``by_type=False`` a plain list in ``order`` (e.g. the ablation rows of Table II)."""
+    ``by_type=False`` a plain list in ``order`` (e.g. the ablation rows of Table II). ``coverage``: per dataset, a
+    sentence saying on how much of the listed (official) videos the numbers were computed."""
     blocks = sorted({(r["dataset"], r["feature_set"]) for r in rows})
     rank = {m: i for i, m in enumerate(order or [])}
 
@@ -93,6 +94,9 @@ def render_markdown(rows: Sequence[dict], title: str = "Results", order: Sequenc
             lines.append(f"| {r['dataset']} | {r['feature_set']} | {r['display_name']} | {r['seed']} | "
                          + " | ".join(f"{float(r[m]):.2f}" for m in METRICS)
                          + f" | {float(r['beta']):.2f} | {r['best_epoch']} |")
+    if coverage:
+        lines += ["", "## Coverage", "", "The numbers were computed on the videos that could be obtained:", ""]
+        lines += [f"- {name}: {text}" for name, text in sorted(coverage.items())]
     versions = sorted({str(r["code_version"]) for r in rows})
     lines += ["", f"Code version: {', '.join(versions) or code_version()}. Each run's resolved configuration, seed "
               "and git SHA are in its run directory (`config.yaml`, `test.json`).", ""]
@@ -100,7 +104,8 @@ def render_markdown(rows: Sequence[dict], title: str = "Results", order: Sequenc
 
 
 def write_summary(test_jsons: Sequence[str | Path], csv_path: str | Path, md_path: str | Path,
-                  title: str = "Results", order: Sequence[str] | None = None, by_type: bool = True) -> list[dict]:
+                  title: str = "Results", order: Sequence[str] | None = None, by_type: bool = True,
+                  coverage: Mapping[str, str] | None = None) -> list[dict]:
     rows = collect(test_jsons)
     if order:
         rank = {m: i for i, m in enumerate(order)}
@@ -108,7 +113,7 @@ def write_summary(test_jsons: Sequence[str | Path], csv_path: str | Path, md_pat
                                  int(r["seed"])))
     write_csv(csv_path, rows)
     with atomic_path(md_path, suffix=".md") as tmp:
-        tmp.write_text(render_markdown(rows, title, order, by_type))
+        tmp.write_text(render_markdown(rows, title, order, by_type, coverage))
     return rows
 
 

@@ -422,12 +422,14 @@ def merge_shards(manifests: Sequence[str | Path], unavailables: Sequence[str | P
                                         for n in names])
 
 
-def coverage(download_list: str | Path, manifest: str | Path, split_dir: str | Path | None = None) -> list[dict]:
+def coverage(download_list: str | Path | None, manifest: str | Path, split_dir: str | Path | None = None,
+             ) -> list[dict]:
     """Rows ``{split, label, available, listed}``: per stage and class of the split folder when given (and
-    present), else per class of the download list (split ``all``)."""
-    listed = read_download_list(download_list)
+    present), and per class of the download list (split ``all``); without a download list (e.g. UCF101 from its
+    archive) ``all`` lists every video of the split's stages once."""
     have = {r.video_id for r in read_manifest(manifest)}
     groups: dict[tuple[str, str], list[str]] = {}
+    every: dict[str, str] = {}
     if split_dir is not None and Path(split_dir).is_dir():
         from extractors.splits import read_splits
 
@@ -435,8 +437,13 @@ def coverage(download_list: str | Path, manifest: str | Path, split_dir: str | P
         for stage, vids in splits.videos.items():
             for vid, label in vids:
                 groups.setdefault((stage, label), []).append(vid)
-    for r in listed:
-        groups.setdefault(("all", r.label), []).append(r.video_id)
+                every.setdefault(vid, label)
+    if download_list is not None:
+        every = {r.video_id: r.label for r in read_download_list(download_list)}
+    elif not every:
+        raise DownloadListError("coverage needs a download list or a split folder")
+    for vid, label in every.items():
+        groups.setdefault(("all", label), []).append(vid)
     order = {"all": -1}
     return [{"split": s, "label": lab, "available": sum(v in have for v in vids), "listed": len(vids)}
             for (s, lab), vids in sorted(groups.items(), key=lambda kv: (order.get(kv[0][0], 0), kv[0]))]
@@ -468,3 +475,25 @@ def _frac(r):
 
 def _pct(a, n):
     return f"{100 * a / n:.1f} %" if n else "-"
+
+
+def coverage_statement(tsv: str | Path) -> str:
+    """One sentence for a results table: how many of the listed (official) videos were available, in all and in
+    the test stages, from a coverage.tsv."""
+    totals: dict[str, list[int]] = {}
+    with open(tsv, newline="") as f:
+        for r in csv.DictReader(f, delimiter="\t"):
+            t = totals.setdefault(r["split"], [0, 0])
+            t[0] += int(r["available"])
+            t[1] += int(r["listed"])
+    if not totals:
+        return "no coverage rows"
+    parts = []
+    if "all" in totals:
+        a, n = totals["all"]
+        parts.append(f"{a} / {n} listed videos available ({_pct(a, n)})")
+    for stage in ("stage_2_test_seen", "stage_2_test_unseen"):
+        if stage in totals:
+            a, n = totals[stage]
+            parts.append(f"{stage} {a} / {n} ({_pct(a, n)})")
+    return "; ".join(parts)

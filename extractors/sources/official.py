@@ -26,7 +26,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -43,6 +43,9 @@ DATASETS = ("UCF", "ActivityNet", "VGGSound")
 VARIANTS = {"main": "main_split", "cls": "cls_split"}
 FILE_TABLE = Path(__file__).with_name("avca_official_files.csv")
 VGGSOUND_CLIP_SECONDS = 10
+# ActivityNet 1.3 annotations (train/val segments with labels), as the ActivityNet challenge repository ships them
+ACTIVITYNET_ANNOTATIONS_URL = ("https://raw.githubusercontent.com/activitynet/ActivityNet/master/Evaluation/data/"
+                               "activity_net.v1-3.min.json")
 
 log = logging.getLogger("avzsl.official")
 
@@ -168,6 +171,20 @@ def official_splits(root: str | Path, dataset: str, variant: str = "main") -> Sp
     return read_splits(cs / VARIANTS[variant], cs / "all_class.txt")
 
 
+def official_class_names(root: str | Path, dataset: str) -> list[dict[str, str]]:
+    """The rows (``original``, ``manual``, extra columns) of the dataset's ``<ds>_w2v_class_names.csv``: the text the
+    reference embedded for each class."""
+    cs = class_split_dir(root, dataset)
+    found = sorted(cs.glob("*_class_names.csv"))
+    if not found:
+        raise OfficialSplitError(f"{cs}: no *_class_names.csv")
+    with open(found[0], newline="") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not {"original", "manual"} <= set(rows[0]):
+        raise OfficialSplitError(f"{found[0]}: expected the columns original and manual")
+    return rows
+
+
 # ------------------------------------------------------------------------------------------------ download list
 
 
@@ -241,9 +258,17 @@ def download_list(root: str | Path, dataset: str, activitynet_annotations: dict 
     """
     if dataset not in DATASETS:
         raise OfficialSplitError(f"unknown dataset {dataset!r}; the official ones are {list(DATASETS)}")
+    return download_items({v: official_splits(root, dataset, v) for v in variants}, dataset,
+                          activitynet_annotations)
+
+
+def download_items(splits_by_variant: Mapping[str, Splits], dataset: str,
+                   activitynet_annotations: dict | str | Path | None = None) -> tuple[list[DownloadItem], list[str]]:
+    """``download_list`` for splits already read (e.g. the canonical copy the workflow wrote): ``{variant: Splits}``."""
+    if dataset not in DATASETS:
+        raise OfficialSplitError(f"unknown dataset {dataset!r}; the official ones are {list(DATASETS)}")
     items: dict[str, DownloadItem] = {}
-    for variant in variants:
-        splits = official_splits(root, dataset, variant)
+    for variant, splits in splits_by_variant.items():
         for stage in STAGES:
             for vid, label in splits.videos[stage]:
                 item = items.get(vid)

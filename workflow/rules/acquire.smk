@@ -52,7 +52,7 @@ rule download_shard:
     """Every shards-th row of the download list; clips go to resources/<dataset>/videos/ (kept across reruns, not
     a declared output), unavailable ones are recorded, never failed."""
     input:
-        listing=lambda w: download_source(w)["list"],
+        listing=download_list_file,
     output:
         manifest="resources/{dataset}/download/shard_{shard}.csv",
         unavailable="resources/{dataset}/download/shard_{shard}.unavailable.tsv",
@@ -80,9 +80,10 @@ rule download_shard:
 rule download_manifest:
     """The shards joined: manifest.csv of the available clips, unavailable.tsv, coverage per split and class."""
     input:
-        listing=lambda w: download_source(w)["list"],
+        listing=download_list_file,
         manifests=lambda w: download_shards(w, "manifest"),
         unavailable=lambda w: download_shards(w, "unavailable"),
+        splits=coverage_split_inputs,
     output:
         manifest="resources/{dataset}/manifest.csv",
         class_names="resources/{dataset}/class_names.csv",
@@ -112,10 +113,38 @@ rule download_manifest:
         " --coverage-md {output.coverage_md:q} > {log:q} 2>&1"
 
 
+rule fetch_ucf_archive:
+    """The UCF101 archive given by URL, fetched once (resumed, retried with back-off; sha256 checked when given and
+    recorded beside it)."""
+    output:
+        archive="resources/{dataset}/archive/{filename}",
+        record="resources/{dataset}/archive/{filename}.json",
+    log:
+        "logs/fetch_ucf_archive/{dataset}/{filename}.log",
+    wildcard_constraints:
+        dataset=_names({"ucf_archive"}),
+        filename=r"[^/]+(?<!\.json)",
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=240,
+    params:
+        url=lambda w: DATASETS[w.dataset]["ucf_archive"]["archive"],
+        sha256=lambda w: DATASETS[w.dataset]["ucf_archive"]["sha256"],
+        retries=lambda w: DATASETS[w.dataset]["ucf_archive"]["retries"],
+        where=lambda w: f"datasets.{w.dataset}.ucf_archive.archive",
+    shell:
+        "python -m training.cli --quiet fetch-weights --url {params.url:q} --sha256={params.sha256:q}"
+        " --out {output.archive:q} --record {output.record:q} --where {params.where:q}"
+        " --retries {params.retries} > {log:q} 2>&1"
+
+
 rule ucf_archive:
     """UCF101's clips of the benchmark's classes from its .rar (bsdtar, unar as fallback)."""
     input:
-        archive=lambda w: DATASETS[w.dataset]["ucf_archive"]["archive"],
+        archive=ucf_archive_file,
+        class_list=ucf_class_list,
     output:
         manifest="resources/{dataset}/manifest.csv",
         class_names="resources/{dataset}/class_names.csv",
@@ -130,10 +159,39 @@ rule ucf_archive:
         runtime=120,
     params:
         classes=ucf_classes,
+        class_list=lambda w, input: (
+            ["--classes-file", input.class_list[0]] if input.class_list else []
+        ),
         descriptions=lambda w: json.dumps(
             DATASETS[w.dataset]["ucf_archive"]["descriptions"], sort_keys=True
         ),
     shell:
         "python -m training.cli --quiet --threads {threads} ucf-archive --archive {input.archive:q}"
         " --manifest {output.manifest:q} --class-names {output.class_names:q}"
-        " --classes {params.classes:q} --descriptions {params.descriptions:q} > {log:q} 2>&1"
+        " --classes {params.classes:q} {params.class_list:q} --descriptions {params.descriptions:q} > {log:q} 2>&1"
+
+
+rule split_coverage:
+    """UCF101 from its archive against the official split: coverage per split and class (downloaded datasets get
+    theirs from download_manifest)."""
+    input:
+        manifest="resources/{dataset}/manifest.csv",
+        splits=coverage_split_inputs,
+    output:
+        coverage_tsv="resources/{dataset}/coverage.tsv",
+        coverage_md="resources/{dataset}/coverage.md",
+    log:
+        "logs/split_coverage/{dataset}.log",
+    wildcard_constraints:
+        dataset=UCF_COVERAGE_DATASETS,
+    conda:
+        ENV
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    params:
+        split_dir=lambda w: coverage_split_folder(w.dataset),
+    shell:
+        "python -m training.cli --quiet --threads {threads} coverage --manifest {input.manifest:q}"
+        " --split-dir {params.split_dir:q} --coverage-tsv {output.coverage_tsv:q}"
+        " --coverage-md {output.coverage_md:q} > {log:q} 2>&1"

@@ -67,34 +67,52 @@ workflow_config.check_config(config)
 DATASETS = {name: config["datasets"][name] for name in config["active_datasets"]}
 
 
-def _names(source, official_splits=None):
-    """Wildcard constraint matching the active datasets of the given sources (and, if set, with or without an
-    official split folder)."""
+def _names(source, mode=None, official_dir=None):
+    """Wildcard constraint matching the active datasets of the given sources (and, if set, of that split mode and
+    with or without an official split folder)."""
     names = [
         re.escape(n)
         for n, d in DATASETS.items()
         if d["source"] in source
-        and (
-            official_splits is None
-            or bool(d["splits"]["official_dir"]) == official_splits
-        )
+        and (mode is None or d["splits"]["mode"] == mode)
+        and (official_dir is None or bool(d["splits"]["official_dir"]) == official_dir)
     ]
     return "|".join(names) or NOTHING
 
 
-VIDEO_DATASETS = _names({"demo", "local"})  # acquired and extracted here
+ACQUIRED = {
+    "demo",
+    "local",
+    "download",
+    "ucf_archive",
+}  # videos acquired and extracted here
+VIDEO_DATASETS = _names(ACQUIRED)
 RELEASED_DATASETS = _names({"released_avca"})
-BUILT_SPLIT_DATASETS = _names({"demo", "local"}, official_splits=False)
-OFFICIAL_SPLIT_DATASETS = _names({"demo", "local"}, official_splits=True)
+BUILT_SPLIT_DATASETS = _names(ACQUIRED, mode="build", official_dir=False)
+OFFICIAL_SPLIT_DATASETS = _names(ACQUIRED, mode="build", official_dir=True)
+FETCHED_SPLIT_DATASETS = _names(ACQUIRED, mode="official")
+LEAKAGE_FREE_DATASETS = _names(ACQUIRED, mode="leakage_free")
+OFFICIAL_LIST_DATASETS = _names({"download"}, mode="official")
 
 
 def split_variant(dataset, feature_set):
-    """Released trees have a split per feature set (main_split, cls_split); other sources one split."""
-    return feature_set if DATASETS[dataset]["source"] == "released_avca" else "default"
+    """Released trees have a split per feature set (main_split, cls_split), a fetched official split is named by its
+    variant (main, cls); other splits are "default"."""
+    ds = DATASETS[dataset]
+    if ds["source"] == "released_avca":
+        return feature_set
+    if ds["splits"]["mode"] == "official":
+        return ds["splits"]["official"]["variant"]
+    return "default"
 
 
 def split_dir(dataset, feature_set):
     return f"results/splits/{dataset}/{split_variant(dataset, feature_set)}"
+
+
+def dataset_split_dir(dataset):
+    """The split folder of a dataset built from videos (one split for all its feature sets)."""
+    return split_dir(dataset, DATASETS[dataset]["feature_sets"][0])
 
 
 def split_outputs(folder):
@@ -133,6 +151,14 @@ def download_source(wildcards):
     return DATASETS[wildcards.dataset]["download"]
 
 
+def download_list_file(wildcards):
+    """The configured download list, else the one rule official_download_list derives from the official split."""
+    return (
+        download_source(wildcards)["list"]
+        or f"resources/{wildcards.dataset}/download/official_list.csv"
+    )
+
+
 def download_options(wildcards):
     """What `avzsl download --options` takes: the dataset's download block less the workflow's own keys."""
     d = download_source(wildcards)
@@ -148,14 +174,59 @@ def download_shards(wildcards, kind):
     ]
 
 
+def coverage_split_folder(dataset):
+    """The split that coverage is counted against: the official one (fetched or given as official_dir), else none."""
+    ds = DATASETS[dataset]
+    if ds["splits"]["mode"] == "official":
+        return dataset_split_dir(dataset)
+    return ds["splits"]["official_dir"]
+
+
+def coverage_split_inputs(wildcards):
+    """A fetched official split is made by the workflow, so coverage waits for it."""
+    if DATASETS[wildcards.dataset]["splits"]["mode"] == "official":
+        return split_outputs(dataset_split_dir(wildcards.dataset))
+    return []
+
+
 def split_dir_option(wildcards):
     """Coverage per split needs the official split folder; without one it is per class only."""
-    official = DATASETS[wildcards.dataset]["splits"]["official_dir"]
-    return ["--split-dir", official] if official else []
+    folder = coverage_split_folder(wildcards.dataset)
+    return ["--split-dir", folder] if folder else []
+
+
+def coverage_files():
+    """The coverage.tsv of every active dataset that has one (downloaded, or UCF101 against an official split):
+    the results table states it."""
+    out = {}
+    for name, ds in DATASETS.items():
+        if ds["source"] == "download" or (
+            ds["source"] == "ucf_archive" and coverage_split_folder(name)
+        ):
+            out[name] = f"resources/{name}/coverage.tsv"
+    return out
+
+
+UCF_COVERAGE_DATASETS = (
+    "|".join(
+        re.escape(n) for n in coverage_files() if DATASETS[n]["source"] == "ucf_archive"
+    )
+    or NOTHING
+)
+
+
+def ucf_archive_file(wildcards):
+    """A local archive as is; one given by URL is fetched once by rule fetch_ucf_archive."""
+    arc = DATASETS[wildcards.dataset]["ucf_archive"]["archive"]
+    if workflow_config.is_url(arc):
+        name = Path(arc.split("?")[0]).name or "UCF101.rar"
+        return f"resources/{wildcards.dataset}/archive/{name}"
+    return arc
 
 
 def ucf_classes(wildcards):
-    """The classes to keep: configured, else the official split's all_class.txt (in it or its parent), else all."""
+    """The classes to keep: configured, else the official split's all_class.txt (official_dir, in it or its parent;
+    a fetched split gives it as an input, ucf_class_list), else all."""
     ds = DATASETS[wildcards.dataset]
     if ds["ucf_archive"]["classes"]:
         return ds["ucf_archive"]["classes"]
@@ -167,28 +238,67 @@ def ucf_classes(wildcards):
     return []
 
 
+def ucf_class_list(wildcards):
+    """The fetched official split's class list, when the classes are neither configured nor in official_dir."""
+    ds = DATASETS[wildcards.dataset]
+    if ds["splits"]["mode"] == "official" and not ds["ucf_archive"]["classes"]:
+        return [f"{dataset_split_dir(wildcards.dataset)}/all_class.txt"]
+    return []
+
+
 def released(wildcards):
     return DATASETS[wildcards.dataset]["released_avca"]
 
 
+NOT_RECIPE = (
+    "official_dir",
+    "cover_factors",
+    "mode",
+    "official",
+    "backbone",
+    "vocabularies",
+    "overrides",
+    "keep_sources_apart",
+)
+
+
 def split_recipe(wildcards):
-    """The split builder's recipe: the dataset's split settings without the two that are not part of it."""
+    """The split builder's recipe: the dataset's split settings less those that are not part of it."""
     recipe = {
         k: v
         for k, v in DATASETS[wildcards.dataset]["splits"].items()
-        if k not in ("official_dir", "cover_factors")
+        if k not in NOT_RECIPE
     }
     return json.dumps(recipe, sort_keys=True)
 
 
+def leakage_overrides(wildcards):
+    path = DATASETS[wildcards.dataset]["splits"]["overrides"]
+    return [path] if path else []
+
+
+def leakage_vocabulary_files(wildcards):
+    """The vocabularies given as local files: inputs, so that an edited file rebuilds the split."""
+    sources = DATASETS[wildcards.dataset]["splits"]["vocabularies"].values()
+    return [s for s in sources if s != "torchvision" and not re.match(r"^\w+://", s)]
+
+
+def official_class_names(dataset):
+    variant = DATASETS[dataset]["splits"]["official"]["variant"]
+    return f"resources/{dataset}/official_{variant}_class_names.csv"
+
+
 def class_names_input(wildcards):
+    """The text to embed per class: the official split's own table (as the reference embedded it), else the one
+    written when the videos were acquired."""
+    if DATASETS[wildcards.dataset]["splits"]["mode"] == "official":
+        return official_class_names(wildcards.dataset)
     return f"resources/{wildcards.dataset}/class_names.csv"
 
 
 def text_split_inputs(wildcards):
     """Any one split folder of the dataset gives the class list (all_class.txt is shared by its variants)."""
-    fs = DATASETS[wildcards.dataset]["feature_sets"][0]
-    return split_outputs(split_dir(wildcards.dataset, fs))
+    return split_outputs(dataset_split_dir(wildcards.dataset))
 
 
 TEXT_ENCODER, TEXT_PARAMS = text_params(config["text"])

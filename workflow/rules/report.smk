@@ -5,7 +5,8 @@ models) and the tables of report.tables in the configuration (Table I and DAAN's
 
 rule summary:
     input:
-        table_results,
+        results=table_results,
+        coverage=list(coverage_files().values()),
     output:
         csv="results/{table}.csv",
         md="results/{table}.md",
@@ -19,9 +20,11 @@ rule summary:
         title=lambda w: TABLES[w.table]["title"],
         order=lambda w: ",".join(TABLES[w.table]["models"]),
         flat=lambda w: "--flat" if TABLES[w.table]["layout"] == "flat" else "",
+        coverage=[f"--coverage={n}={p}" for n, p in coverage_files().items()],
     shell:
         "python -m training.cli --quiet --threads {threads} report --csv {output.csv:q} --md {output.md:q}"
-        " --title {params.title:q} --order {params.order} {params.flat} {input:q} > {log:q} 2>&1"
+        " --title {params.title:q} --order {params.order} {params.flat} {params.coverage:q} {input.results:q}"
+        " > {log:q} 2>&1"
 
 
 # a target per configured table, so that `snakemake table1` or `snakemake ablation` builds that table
