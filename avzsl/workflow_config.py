@@ -55,6 +55,18 @@ def check_config(cfg: dict) -> None:
     _check_text(cfg)
     _check_models(cfg)
     _check_tables(cfg)
+    resolve_gpus(cfg)
+
+
+def resolve_gpus(cfg: dict) -> None:
+    """``gpus: auto`` becomes 1 on a machine with a GPU and 0 without, so that a GPU workstation uses its GPUs
+    (one per job, by id) and a CPU machine runs everything on its CPUs. A cluster profile's ``set-resources``
+    overrides the resource either way."""
+    for section in ("extract", "training"):
+        if cfg[section]["gpus"] == "auto":
+            from avzsl.gpu_pool import device_ids
+
+            cfg[section]["gpus"] = 1 if device_ids() else 0
 
 
 def _check_text(cfg: dict) -> None:

@@ -154,3 +154,17 @@ def test_the_cli_holds_the_devices_before_the_command_runs(pool_env, monkeypatch
     finally:
         gpu_pool._held.release()
     assert json.loads(capsys.readouterr().out)
+
+
+def test_gpus_auto_is_one_per_job_on_a_gpu_machine_and_none_without(monkeypatch):
+    from avzsl.workflow_config import resolve_gpus
+
+    def resolved(ids, extract="auto", training="auto"):
+        monkeypatch.setenv("AVZSL_GPU_IDS", ids)
+        cfg = {"extract": {"gpus": extract}, "training": {"gpus": training}}
+        resolve_gpus(cfg)
+        return cfg["extract"]["gpus"], cfg["training"]["gpus"]
+
+    assert resolved("0,1") == (1, 1)
+    assert resolved("") == (0, 0)
+    assert resolved("0,1", extract=2, training=0) == (2, 0)  # a number is kept

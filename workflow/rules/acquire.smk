@@ -127,7 +127,7 @@ rule fetch_ucf_archive:
     conda:
         ENV
     resources:
-        mem_mb=1000,
+        mem_mb=mem_by_attempt(1000),
         runtime=240,
     params:
         url=lambda w: DATASETS[w.dataset]["ucf_archive"]["archive"],
@@ -187,7 +187,7 @@ rule split_coverage:
     conda:
         ENV
     resources:
-        mem_mb=1000,
+        mem_mb=mem_by_attempt(1000),
         runtime=10,
     params:
         split_dir=lambda w: coverage_split_folder(w.dataset),

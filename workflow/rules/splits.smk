@@ -77,7 +77,7 @@ rule fetch_official_splits:
     conda:
         ENV
     resources:
-        mem_mb=1000,
+        mem_mb=mem_by_attempt(1000),
         runtime=10,
     params:
         name=lambda w: DATASETS[w.dataset]["splits"]["official"]["dataset"],
@@ -105,7 +105,7 @@ rule official_download_list:
     conda:
         ENV
     resources:
-        mem_mb=2000,
+        mem_mb=mem_by_attempt(2000),
         runtime=10,
     params:
         name=lambda w: DATASETS[w.dataset]["splits"]["official"]["dataset"],
@@ -140,7 +140,7 @@ rule leakage_free_splits:
     conda:
         ENV
     resources:
-        mem_mb=2000,
+        mem_mb=mem_by_attempt(2000),
         runtime=10,
     params:
         recipe=split_recipe,
