@@ -21,12 +21,11 @@ from __future__ import annotations
 import csv
 import io
 import re
-import urllib.parse
-import urllib.request
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from avzsl import fetching
 from extractors.splits import STAGES, SplitError, SplitRecipe, Splits, build_splits
 
 
@@ -87,16 +86,10 @@ def vocabularies_for(backbone: str) -> tuple[str, ...]:
 
 
 def _read_source(source: str | Path, timeout: float = 60) -> str:
-    text = str(source)
-    parsed = urllib.parse.urlparse(text)
-    if parsed.scheme in ("http", "https"):
-        from extractors.sources.official import http_get
-
-        return http_get(text, timeout=timeout).decode("utf-8")
-    path = Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else Path(text)
-    if not path.is_file():
-        raise LeakageError(f"vocabulary file not found: {path}")
-    return path.read_text(encoding="utf-8")
+    try:
+        return fetching.read_bytes(source, "vocabulary file", timeout=timeout).decode("utf-8")
+    except fetching.FetchError as e:
+        raise LeakageError(str(e)) from None
 
 
 def kinetics400_from_torchvision() -> list[str]:

@@ -11,17 +11,16 @@ workflow imports this module to build its DAG.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
-import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from avzsl.common import write_json_atomic
+from avzsl.common import file_digest, write_json_atomic
+from avzsl.fetching import FetchError, describe, local_path, with_retries
 
 RESERVED = ("url", "sha256")  # params handled here, never passed to a backbone
 WEIGHTS_PARAM = "weights"
@@ -30,24 +29,11 @@ ROOT = "resources/weights"
 
 
 class WeightsError(ValueError):
-    transient = False  # a network error or an HTTP 5xx/429 answer: worth another try
+    pass
 
 
 def sha256_of(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _local_source(url: str) -> Path | None:
-    parsed = urllib.parse.urlparse(url)
-    if parsed.scheme == "file":
-        return Path(urllib.request.url2pathname(parsed.path))
-    if parsed.scheme in ("http", "https"):
-        return None
-    return Path(url)
+    return file_digest(path)
 
 
 def fetch(url: str, out: str | Path, sha256: str | None = None, where: str = "weights", timeout: float = 60,
@@ -58,20 +44,17 @@ def fetch(url: str, out: str | Path, sha256: str | None = None, where: str = "we
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
-    local = _local_source(url)
+    local = local_path(url)
     if local is not None:
         if not local.is_file():
             raise WeightsError(f"{where}.url: local weight file not found: {local}")
         shutil.copyfile(local, partial)
     else:
-        for attempt in range(retries + 1):
-            try:
-                _download(url, partial, timeout)
-                break
-            except WeightsError as e:
-                if attempt == retries or not e.transient:
-                    raise
-                time.sleep(backoff * 2 ** attempt)
+        try:
+            with_retries(lambda: _download(url, partial, timeout), retries, backoff)
+        except FetchError as e:
+            raise WeightsError(f"{e} (the partial file is kept and the next run resumes it)"
+                               if e.transient else str(e)) from None
     digest = sha256_of(partial)
     if sha256 and digest != sha256.lower():
         partial.unlink()
@@ -84,6 +67,7 @@ def fetch(url: str, out: str | Path, sha256: str | None = None, where: str = "we
 
 
 def _download(url: str, partial: Path, timeout: float) -> None:
+    """One try, resuming ``partial`` with a Range request where the server supports it."""
     have = partial.stat().st_size if partial.exists() else 0
     req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
     try:
@@ -94,14 +78,9 @@ def _download(url: str, partial: Path, timeout: float) -> None:
     except urllib.error.HTTPError as e:
         if e.code == 416 and have:  # already complete
             return
-        err = WeightsError(f"cannot download {url}: HTTP {e.code} {e.reason}")
-        err.transient = e.code >= 500 or e.code == 429
-        raise err from None
+        raise describe(url, e) from None
     except (urllib.error.URLError, OSError) as e:
-        err = WeightsError(f"cannot download {url}: {getattr(e, 'reason', e)} (the partial file is kept and the "
-                           "next run resumes it)")
-        err.transient = True
-        raise err from None
+        raise describe(url, e) from None
 
 
 def sidecar(path: str | Path) -> Path:

@@ -99,7 +99,7 @@ def _fake_http(files: dict[str, bytes], fail_first: int = 0):
 
 
 def test_fetch_from_github_retries_and_verifies(shared_splits, tmp_path, monkeypatch):
-    monkeypatch.setattr(official.time, "sleep", lambda s: None)
+    monkeypatch.setattr("avzsl.fetching.time.sleep", lambda s: None)
     files = {f.path: (shared_splits / f.path).read_bytes() for f in official_files(["UCF"])}
     opener, calls = _fake_http(files, fail_first=2)
     root = fetch_official(tmp_path, datasets=["UCF"], opener=opener)
@@ -114,7 +114,7 @@ def test_fetch_from_github_retries_and_verifies(shared_splits, tmp_path, monkeyp
 
 
 def test_fetch_refuses_a_file_with_the_wrong_digest(shared_splits, tmp_path, monkeypatch):
-    monkeypatch.setattr(official.time, "sleep", lambda s: None)
+    monkeypatch.setattr("avzsl.fetching.time.sleep", lambda s: None)
     files = {f.path: (shared_splits / f.path).read_bytes() for f in official_files(["UCF"])}
     bad = "avgzsl_benchmark_datasets/UCF/class-split/all_class.txt"
     files[bad] = files[bad] + b"Extra\n"
@@ -125,7 +125,7 @@ def test_fetch_refuses_a_file_with_the_wrong_digest(shared_splits, tmp_path, mon
 
 
 def test_fetch_gives_up_after_the_retries(tmp_path, monkeypatch):
-    monkeypatch.setattr(official.time, "sleep", lambda s: None)
+    monkeypatch.setattr("avzsl.fetching.time.sleep", lambda s: None)
     opener, calls = _fake_http({}, fail_first=100)
     with pytest.raises(OfficialSplitError, match=r"cannot download .* \(after 3 attempt"):
         fetch_official(tmp_path, datasets=["UCF"], retries=2, opener=opener)

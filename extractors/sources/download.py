@@ -31,6 +31,7 @@ from fractions import Fraction
 from pathlib import Path
 
 from avzsl.common import atomic_path, write_json_atomic
+from avzsl.fetching import backoff_seconds
 from extractors.sources.manifest import ManifestRow, read_manifest, write_class_names, write_manifest
 
 log = logging.getLogger(__name__)
@@ -353,7 +354,7 @@ class Downloader:
                 if f.permanent:
                     break
                 if attempt < o.attempts:
-                    o.sleep(min(o.max_backoff, o.backoff * 2 ** (attempt - 1)))
+                    o.sleep(backoff_seconds(attempt - 1, o.backoff, o.max_backoff))
         kind = "permanent" if failure.permanent else "transient"
         if failure.permanent:
             write_json_atomic(marker, {"video_id": row.video_id, "reason": failure.reason, "attempts": attempt})

@@ -22,15 +22,12 @@ import hashlib
 import json
 import logging
 import re
-import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from avzsl.common import atomic_path
+from avzsl import fetching
+from avzsl.common import atomic_path, file_digest
 from extractors.sources.download import DownloadRow
 from extractors.sources.manifest import ManifestRow
 from extractors.splits import STAGES, Splits, read_splits
@@ -80,43 +77,19 @@ def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _file_sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _local_root(source: str | Path) -> Path | None:
     """A local source folder (plain path or file:// URL), or None for http(s)."""
-    text = str(source)
-    parsed = urllib.parse.urlparse(text)
-    if parsed.scheme in ("http", "https"):
-        return None
-    root = Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else Path(text)
+    root = fetching.local_path(source)
     # accept the folder holding avgzsl_benchmark_datasets/ or that folder itself
-    return root.parent if root.name == BENCHMARK else root
+    return root.parent if root is not None and root.name == BENCHMARK else root
 
 
-def http_get(url: str, timeout: float = 60, retries: int = 3, backoff: float = 2.0,
-             opener: Callable | None = None) -> bytes:
-    """GET ``url`` with retries (exponential backoff) on network errors and 5xx/429 answers."""
-    opener = opener or urllib.request.urlopen
-    last = None
-    for attempt in range(retries + 1):
-        try:
-            with opener(url, timeout=timeout) as resp:
-                return resp.read()
-        except urllib.error.HTTPError as e:
-            last = f"HTTP {e.code} {e.reason}"
-            if e.code < 500 and e.code != 429:
-                break
-        except (urllib.error.URLError, OSError) as e:
-            last = str(getattr(e, "reason", e))
-        if attempt < retries:
-            time.sleep(backoff ** attempt)
-    raise OfficialSplitError(f"cannot download {url}: {last} (after {retries + 1} attempt(s))")
+def http_get(url: str, timeout: float = 60, retries: int = 3, opener: Callable | None = None) -> bytes:
+    """GET ``url`` (avzsl.fetching: retries with back-off on network errors and 5xx/429 answers)."""
+    try:
+        return fetching.http_get(url, timeout=timeout, retries=retries, opener=opener)
+    except fetching.FetchError as e:
+        raise OfficialSplitError(str(e)) from None
 
 
 def fetch_official(dest: str | Path, source: str | Path | None = None, datasets: Iterable[str] = DATASETS,
@@ -133,7 +106,7 @@ def fetch_official(dest: str | Path, source: str | Path | None = None, datasets:
     local = _local_root(source) if source is not None else None
     for item in official_files(datasets):
         out = dest / item.path
-        if out.is_file() and out.stat().st_size == item.size and _file_sha256(out) == item.sha256:
+        if out.is_file() and out.stat().st_size == item.size and file_digest(out) == item.sha256:
             continue
         if local is not None:
             src = local / item.path
@@ -229,15 +202,11 @@ def load_activitynet_annotations(source: str | Path, timeout: float = 60, retrie
                                  opener: Callable | None = None) -> dict:
     """The ActivityNet 1.3 annotation JSON (``{"database": {<youtube id>: {"annotations": [{"segment": [s, e],
     "label": ...}, ...], ...}}}``) from a local path, file:// or http(s) URL; returns the ``database`` dict."""
-    text = str(source)
-    parsed = urllib.parse.urlparse(text)
-    if parsed.scheme in ("http", "https"):
-        data = json.loads(http_get(text, timeout=timeout, retries=retries, opener=opener))
-    else:
-        path = Path(urllib.request.url2pathname(parsed.path)) if parsed.scheme == "file" else Path(text)
-        if not path.is_file():
-            raise OfficialSplitError(f"ActivityNet annotation file not found: {path}")
-        data = json.loads(path.read_text())
+    try:
+        data = json.loads(fetching.read_bytes(source, "ActivityNet annotation file", timeout=timeout,
+                                              retries=retries, opener=opener))
+    except fetching.FetchError as e:
+        raise OfficialSplitError(str(e)) from None
     db = data.get("database", data) if isinstance(data, dict) else None
     if not isinstance(db, dict):
         raise OfficialSplitError(f"{source}: not an ActivityNet annotation file (no 'database' mapping)")
