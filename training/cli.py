@@ -59,7 +59,8 @@ def cmd_evaluate(a):
     from training.engine import evaluate_test
     from training.run_dir import Selection, TestResult
 
-    result = TestResult.from_dict(evaluate_test(_run_config(a), a.model_path, Selection.read(a.selection)))
+    result = TestResult.from_dict(evaluate_test(_run_config(a), a.model_path, Selection.read(a.selection),
+                                                predictions_out=a.predictions))
     result.write(a.out)
     print(f"{result.display_name} on {result.dataset}/{result.feature_set} (seed {result.seed}): "
           f"S {result.S:.2f}  U {result.U:.2f}  HM {result.HM:.2f}  ZSL {result.ZSL:.2f}")
@@ -111,6 +112,7 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--model-path", required=True)
     p.add_argument("--selection", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--predictions", help="where to write the per-video test predictions (.npz)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="a results table")
