@@ -6,6 +6,7 @@ The preparation commands are defined in :mod:`extractors.cli`; the training comm
     train     one training stage of one run
     evaluate  test a stage-2 model with the stage-1 calibration
     report    a results table (csv and markdown) from test results
+    report-files  the figures and pages of ``snakemake --report`` (:mod:`training.plots`)
 
 This module is also the entry point that joins both groups (training depends on extractors, never the reverse).
 """
@@ -73,6 +74,14 @@ def cmd_report(a):
     print(f"{len(rows)} result rows -> {a.csv}, {a.md}")
 
 
+def cmd_report_files(a):
+    from training.plots import write_report_files
+
+    data = [{"dataset": k.split("/")[0], "feature_set": k.split("/", 1)[-1], **v} for k, v in a.data.items()]
+    counts = write_report_files(a.results, a.tables, a.out_dir, data)
+    print(f"{a.out_dir}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
+
+
 def _run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--run-config", type=json_arg, default=None, help="resolved run configuration (JSON or file)")
     p.add_argument("--model", default="avca")
@@ -123,7 +132,15 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--flat", action="store_true", help="no grouping by type: rows exactly in --order")
     p.add_argument("results", nargs="+")
     p.set_defaults(func=cmd_report)
-    return ["resolve", "train", "evaluate", "report"]
+
+    p = sub.add_parser("report-files", help="the figures and pages of snakemake --report (training/plots.py)")
+    p.add_argument("--out-dir", required=True, help="gets tables/, curves/, confusion/, maps/, data/, runs/")
+    p.add_argument("--tables", nargs="*", default=[], help="results tables (.md) to include")
+    p.add_argument("--data", type=json_arg, default={},
+                   help='{"<dataset>/<feature set>": {"failed_media": path, "coverage": path}, ...} (JSON or file)')
+    p.add_argument("results", nargs="*", help="test.json of every run")
+    p.set_defaults(func=cmd_report_files)
+    return ["resolve", "train", "evaluate", "report", "report-files"]
 
 
 # ------------------------------------------------------------------------------------------------ the command
