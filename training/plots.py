@@ -271,7 +271,7 @@ PAGE = """<!doctype html>
 body {{ font-family: sans-serif; margin: 1em 2em; color: #222; }}
 table {{ border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }}
 th, td {{ border: 1px solid #ccc; padding: 3px 8px; text-align: left; }}
-th {{ background: #f0f0f0; }}
+th {{ background: #dbe7f5; }}
 pre {{ background: #f7f7f7; padding: 0.6em; font-size: 0.8em; overflow-x: auto; }}
 </style></head><body>
 {body}
