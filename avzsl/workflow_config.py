@@ -44,17 +44,33 @@ def describe_schema_error(err) -> str:
     return f"config: {where}: {err.message}"
 
 
-def check_config(cfg: dict) -> None:
-    """Everything the schema cannot check, on a configuration whose defaults are filled."""
+class MissingDataError(ConfigError):
+    """A configured input that lies outside the project (a video folder, a download list, a released feature tree,
+    official split files) is not on disk."""
+
+
+def check_config(cfg: dict, dry_run: bool = False) -> list[str]:
+    """Everything the schema cannot check, on a configuration whose defaults are filled.
+
+    ``dry_run``: a configuration whose external data is not on this machine still plans (``snakemake -n``); the
+    missing data is returned as warnings, that dataset's remaining data checks are skipped, and a real run stops
+    with the same message as an error."""
+    warnings = []
     for name in cfg["active_datasets"]:
         if name not in cfg["datasets"]:
             raise ConfigError(f"config: active_datasets names {name!r}, which is not defined under datasets "
                               f"(defined: {', '.join(sorted(cfg['datasets'])) or 'none'})")
-        _check_dataset(name, cfg["datasets"][name], cfg)
+        try:
+            _check_dataset(name, cfg["datasets"][name], cfg)
+        except MissingDataError as e:
+            if not dry_run:
+                raise
+            warnings.append(f"{e} (dry run: planned without it; a real run stops here)")
     _check_feature_sets(cfg)
     _check_text(cfg)
     _check_models(cfg)
     _check_tables(cfg)
+    return warnings
 
 
 def _check_text(cfg: dict) -> None:
@@ -116,19 +132,19 @@ def _check_dataset(name: str, ds: dict, cfg: dict) -> None:
     if ds["source"] == "local":
         root = ds["local"]["root"]
         if not root or not Path(root).is_dir():
-            raise ConfigError(f"config: {where}.local.root: video folder not found: {root!r}")
+            raise MissingDataError(f"config: {where}.local.root: video folder not found: {root!r}")
     if ds["source"] == "download":
         lst = ds["download"]["list"]
         if not lst or not Path(lst).is_file():
-            raise ConfigError(f"config: {where}.download.list: download list not found: {lst!r}")
+            raise MissingDataError(f"config: {where}.download.list: download list not found: {lst!r}")
     if ds["source"] == "ucf_archive":
         arc = ds["ucf_archive"]["archive"]
         if not arc or not Path(arc).is_file():
-            raise ConfigError(f"config: {where}.ucf_archive.archive: archive not found: {arc!r}")
+            raise MissingDataError(f"config: {where}.ucf_archive.archive: archive not found: {arc!r}")
     official = ds["splits"]["official_dir"]
     if official:
         if not Path(official).is_dir():
-            raise ConfigError(f"config: {where}.splits.official_dir: folder not found: {official}")
+            raise MissingDataError(f"config: {where}.splits.official_dir: folder not found: {official}")
         _check_splits(where, lambda: read_splits(official))
     else:
         _check_split_recipe(where, ds)
@@ -142,9 +158,9 @@ def _check_released(where: str, ds: dict) -> None:
         raise ConfigError(f"config: {where}.released_avca.root must name the released AVCA feature folder")
     root = Path(rel["root"])
     if not root.is_dir():
-        raise ConfigError(f"config: {where}.released_avca.root: feature root not found: {root}")
+        raise MissingDataError(f"config: {where}.released_avca.root: feature root not found: {root}")
     if not (root / rel["dataset"]).is_dir():
-        raise ConfigError(f"config: {where}.released_avca.root: {root} has no {rel['dataset']}/ folder")
+        raise MissingDataError(f"config: {where}.released_avca.root: {root} has no {rel['dataset']}/ folder")
     bad = [f for f in ds["feature_sets"] if f not in ("main", "cls")]
     if bad:
         raise ConfigError(f"config: {where}.feature_sets: released AVCA feature sets are main and cls, not {bad}")

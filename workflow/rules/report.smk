@@ -37,32 +37,6 @@ for _name in config["report"]["tables"]:
 # ------------------------------------------------------------------------------------------ snakemake --report
 # The figures and pages of the HTML report (training/plots.py), one folder per report category. Part of the default
 # target, so that `snakemake` then `snakemake --report report.html` gives the full report (docs/report.md).
-REPORT = "results/report"
-RUN_PATTERN = "{dataset,[^/]+}/{feature_set,[^/]+}/{model,[^/]+}/seed{seed,[0-9]+}.svg"
-
-
-def report_data(wildcards=None):
-    """Per dataset and feature set: the media that could not be used (extracted features only) and the download
-    coverage (downloaded datasets only)."""
-    data = {}
-    for ds, d in DATASETS.items():
-        for fs in d["feature_sets"]:
-            extracted = d["source"] != "released_avca"
-            data[f"{ds}/{fs}"] = {
-                "failed_media": (
-                    f"results/features/{ds}/{fs}/failed_media.tsv" if extracted else ""
-                ),
-                "coverage": (
-                    f"resources/{ds}/coverage.md" if d["source"] == "download" else ""
-                ),
-            }
-    return data
-
-
-def report_data_files(wildcards):
-    return [p for v in report_data().values() for p in v.values() if p]
-
-
 rule report_files:
     input:
         tests=test_results(config["models"]),
@@ -126,7 +100,7 @@ rule report_files:
         mem_mb=2000,
         runtime=30,
     params:
-        out=REPORT,
+        out=lambda w, output: folder_of(output),
         data=lambda w: json.dumps(report_data(), sort_keys=True),
     shell:
         "python -m training.cli --quiet --threads {threads} report-files --out-dir {params.out:q}"
