@@ -78,7 +78,7 @@ def cmd_report_files(a):
     from training.plots import write_report_files
 
     data = [{"dataset": k.split("/")[0], "feature_set": k.split("/", 1)[-1], **v} for k, v in a.data.items()]
-    counts = write_report_files(a.results, a.tables, a.out_dir, data)
+    counts = write_report_files(a.results, a.tables, a.out_dir, data, a.predictions)
     print(f"{a.out_dir}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
 
 
@@ -138,6 +138,8 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--tables", nargs="*", default=[], help="results tables (.md) to include")
     p.add_argument("--data", type=json_arg, default={},
                    help='{"<dataset>/<feature set>": {"failed_media": path, "coverage": path}, ...} (JSON or file)')
+    p.add_argument("--predictions", nargs="*", default=None,
+                   help="the runs' test predictions (default: test_predictions.npz beside each test.json)")
     p.add_argument("results", nargs="*", help="test.json of every run")
     p.set_defaults(func=cmd_report_files)
     return ["resolve", "train", "evaluate", "report", "report-files"]

@@ -382,8 +382,10 @@ FOLDERS = ("tables", "curves", "confusion", "maps", "data", "runs")
 
 
 def write_report_files(test_jsons: Sequence[str | Path], tables: Sequence[str | Path], out_dir: str | Path,
-                       data: Sequence[dict] = ()) -> dict[str, int]:
+                       data: Sequence[dict] = (), predictions: Sequence[str | Path] | None = None) -> dict[str, int]:
     """Write every figure and page into the folders of ``out_dir`` (:data:`FOLDERS`).
+
+    ``predictions``: the runs' test predictions, each in its run directory (default: the run directory's file).
 
     ``data``: one ``{"dataset", "feature_set", "failed_media", "coverage"}`` per dataset and feature set (paths may
     be empty). Returns the number of files written per folder."""
@@ -398,6 +400,7 @@ def write_report_files(test_jsons: Sequence[str | Path], tables: Sequence[str | 
 
     for t in tables:
         put("tables", f"{Path(t).stem}.html", page(Path(t).stem, markdown_html(Path(t).read_text())))
+    given = {str(Path(p).parent): Path(p) for p in predictions or ()}
     by_block: dict[tuple[str, str], list[tuple[str, dict]]] = {}
     for p in test_jsons:
         run = str(Path(p).parent)
@@ -410,11 +413,11 @@ def write_report_files(test_jsons: Sequence[str | Path], tables: Sequence[str | 
             history = rd.read_log(stage1)
             put("curves", rel, curves_svg(history, _primary_mode(r["model"], history),
                                           f"{name}: stage-1 validation", r.get("best_epoch")))
-        predictions = Path(rd.predictions_path(run))
-        if not predictions.exists():
+        found = given.get(run, Path(rd.predictions_path(run)))
+        if not found.exists():
             log.warning("%s: no test predictions (%s); no confusion matrix or map", run, rd.PREDICTIONS)
             continue
-        pred = rd.read_predictions(predictions)
+        pred = rd.read_predictions(found)
         put("confusion", rel, confusion_svg(pred, f"{name}: unseen test classes"))
         svg = map_svg(pred, f"{name}: test embeddings")
         if svg is not None:

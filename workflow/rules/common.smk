@@ -339,6 +339,16 @@ def report_data_files(wildcards):
     return [p for v in report_data().values() for p in v.values() if p]
 
 
+def report_data_json(input):
+    """What `avzsl report-files --data` takes: report_data() with the rule's data inputs (the same paths)."""
+    files = set(input.data)
+    data = {
+        key: {kind: path if path in files else "" for kind, path in v.items()}
+        for key, v in report_data().items()
+    }
+    return json.dumps(data, sort_keys=True)
+
+
 # DAAN's evidence (workflow/rules/evidence.smk); bench/ is found through the PYTHONPATH set above
 EVIDENCE_DATASET = re.escape(config["evidence"]["dataset"])
 EVIDENCE_VARIANTS = "|".join(re.escape(v) for v in config["evidence"]["variants"])

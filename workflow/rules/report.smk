@@ -101,7 +101,8 @@ rule report_files:
         runtime=30,
     params:
         out=lambda w, output: folder_of(output),
-        data=lambda w: json.dumps(report_data(), sort_keys=True),
+        data=lambda w, input: report_data_json(input),
     shell:
         "python -m training.cli --quiet --threads {threads} report-files --out-dir {params.out:q}"
-        " --tables {input.tables:q} --data {params.data:q} {input.tests:q} > {log:q} 2>&1"
+        " --tables {input.tables:q} --data {params.data:q} --predictions {input.predictions:q}"
+        " {input.tests:q} > {log:q} 2>&1"
