@@ -103,6 +103,6 @@ rule report_files:
         out=lambda w, output: folder_of(output),
         data=lambda w, input: report_data_json(input),
     shell:
-        "python -m training.cli --quiet --threads {threads} report-files --out-dir {params.out:q}"
-        " --tables {input.tables:q} --data {params.data:q} --predictions {input.predictions:q}"
-        " {input.tests:q} > {log:q} 2>&1"
+        "python -m training.cli --quiet --threads {threads} report-files {input.tests:q}"
+        " --out-dir {params.out:q} --tables {input.tables:q} --data {params.data:q}"
+        " --predictions {input.predictions:q} > {log:q} 2>&1"
