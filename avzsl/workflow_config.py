@@ -44,7 +44,7 @@ def describe_schema_error(err) -> str:
     return f"config: {where}: {err.message}"
 
 
-class MissingDataError(ConfigError):
+class MissingDataConfigError(ConfigError):
     """A configured input that lies outside the project (a video folder, a download list, a released feature tree,
     official split files) is not on disk."""
 
@@ -62,7 +62,7 @@ def check_config(cfg: dict, dry_run: bool = False) -> list[str]:
                               f"(defined: {', '.join(sorted(cfg['datasets'])) or 'none'})")
         try:
             _check_dataset(name, cfg["datasets"][name], cfg)
-        except MissingDataError as e:
+        except MissingDataConfigError as e:
             if not dry_run:
                 raise
             warnings.append(f"{e} (dry run: planned without it; a real run stops here)")
@@ -132,19 +132,19 @@ def _check_dataset(name: str, ds: dict, cfg: dict) -> None:
     if ds["source"] == "local":
         root = ds["local"]["root"]
         if not root or not Path(root).is_dir():
-            raise MissingDataError(f"config: {where}.local.root: video folder not found: {root!r}")
+            raise MissingDataConfigError(f"config: {where}.local.root: video folder not found: {root!r}")
     if ds["source"] == "download":
         lst = ds["download"]["list"]
         if not lst or not Path(lst).is_file():
-            raise MissingDataError(f"config: {where}.download.list: download list not found: {lst!r}")
+            raise MissingDataConfigError(f"config: {where}.download.list: download list not found: {lst!r}")
     if ds["source"] == "ucf_archive":
         arc = ds["ucf_archive"]["archive"]
         if not arc or not Path(arc).is_file():
-            raise MissingDataError(f"config: {where}.ucf_archive.archive: archive not found: {arc!r}")
+            raise MissingDataConfigError(f"config: {where}.ucf_archive.archive: archive not found: {arc!r}")
     official = ds["splits"]["official_dir"]
     if official:
         if not Path(official).is_dir():
-            raise MissingDataError(f"config: {where}.splits.official_dir: folder not found: {official}")
+            raise MissingDataConfigError(f"config: {where}.splits.official_dir: folder not found: {official}")
         _check_splits(where, lambda: read_splits(official))
     else:
         _check_split_recipe(where, ds)
@@ -158,9 +158,9 @@ def _check_released(where: str, ds: dict) -> None:
         raise ConfigError(f"config: {where}.released_avca.root must name the released AVCA feature folder")
     root = Path(rel["root"])
     if not root.is_dir():
-        raise MissingDataError(f"config: {where}.released_avca.root: feature root not found: {root}")
+        raise MissingDataConfigError(f"config: {where}.released_avca.root: feature root not found: {root}")
     if not (root / rel["dataset"]).is_dir():
-        raise MissingDataError(f"config: {where}.released_avca.root: {root} has no {rel['dataset']}/ folder")
+        raise MissingDataConfigError(f"config: {where}.released_avca.root: {root} has no {rel['dataset']}/ folder")
     bad = [f for f in ds["feature_sets"] if f not in ("main", "cls")]
     if bad:
         raise ConfigError(f"config: {where}.feature_sets: released AVCA feature sets are main and cls, not {bad}")

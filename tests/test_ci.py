@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from avzsl.workflow_config import MissingDataError, check_config
+from avzsl.workflow_config import MissingDataConfigError, check_config
 
 CONFIGS = sorted([*(REPO / "config").glob("*.yaml"), *(REPO / "config" / "examples").glob("*.yaml")])
 
@@ -40,5 +40,5 @@ def test_missing_external_data_is_a_warning_in_a_dry_run_and_an_error_otherwise(
     validate(cfg, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
     warnings = check_config(cfg, dry_run=True)
     assert len(warnings) == 1 and "released_avca.root: feature root not found" in warnings[0]
-    with pytest.raises(MissingDataError, match="feature root not found"):
+    with pytest.raises(MissingDataConfigError, match="feature root not found"):
         check_config(cfg)
