@@ -263,7 +263,7 @@ def evaluate_test(cfg: RunConfig, model_path: str | Path, selection: Selection |
     keep: dict = {}
     res = evaluate_split(model, data, data.test, cfg, beta=float(selection.beta), keep=keep)
     if predictions_out is not None:
-        rd.write_predictions(predictions_out, test_predictions(data, keep, res.main.beta))
+        rd.write_predictions(predictions_out, prediction_arrays(data, keep, res.main.beta))
     cls = get_model_class(cfg.model)
     test = res.main.percent()
     return TestResult(
@@ -276,7 +276,7 @@ def evaluate_test(cfg: RunConfig, model_path: str | Path, selection: Selection |
     ).to_dict()
 
 
-def test_predictions(data: StageData, keep: dict, beta: float) -> dict:
+def prediction_arrays(data: StageData, keep: dict, beta: float) -> dict:
     """The per-video predictions of the primary mode as :func:`training.run_dir.write_predictions` takes them: GZSL
     among all classes of the split with ``beta`` added to seen-class distances (the β the test numbers were computed
     with), ZSL among unseen classes only."""
