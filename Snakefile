@@ -7,6 +7,9 @@ min_version("8.20")
 configfile: "config/config.yaml"
 
 
+report: "workflow/report/workflow.rst"
+
+
 include: "workflow/rules/common.smk"
 include: "workflow/rules/acquire.smk"
 include: "workflow/rules/extract.smk"
@@ -27,6 +30,8 @@ rule all:
             for name in workflow_config.default_tables(config)
             for path in table_outputs(name)
         ],
+        # the figures and pages of `snakemake --report` (workflow/rules/report.smk)
+        rules.report_files.output,
 
 
 # DAAN's Table II variants and open readings over several seeds (workflow/rules/evidence.smk); not in `all`

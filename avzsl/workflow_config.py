@@ -44,18 +44,34 @@ def describe_schema_error(err) -> str:
     return f"config: {where}: {err.message}"
 
 
-def check_config(cfg: dict) -> None:
-    """Everything the schema cannot check, on a configuration whose defaults are filled."""
+class MissingDataConfigError(ConfigError):
+    """A configured input that lies outside the project (a video folder, a download list, a released feature tree,
+    official split files) is not on disk."""
+
+
+def check_config(cfg: dict, dry_run: bool = False) -> list[str]:
+    """Everything the schema cannot check, on a configuration whose defaults are filled.
+
+    ``dry_run``: a configuration whose external data is not on this machine still plans (``snakemake -n``); the
+    missing data is returned as warnings, that dataset's remaining data checks are skipped, and a real run stops
+    with the same message as an error."""
+    warnings = []
     for name in cfg["active_datasets"]:
         if name not in cfg["datasets"]:
             raise ConfigError(f"config: active_datasets names {name!r}, which is not defined under datasets "
                               f"(defined: {', '.join(sorted(cfg['datasets'])) or 'none'})")
-        _check_dataset(name, cfg["datasets"][name], cfg)
+        try:
+            _check_dataset(name, cfg["datasets"][name], cfg)
+        except MissingDataConfigError as e:
+            if not dry_run:
+                raise
+            warnings.append(f"{e} (dry run: planned without it; a real run stops here)")
     _check_feature_sets(cfg)
     _check_text(cfg)
     _check_models(cfg)
     _check_tables(cfg)
     resolve_gpus(cfg)
+    return warnings
 
 
 def resolve_gpus(cfg: dict) -> None:
@@ -128,12 +144,12 @@ def _check_dataset(name: str, ds: dict, cfg: dict) -> None:
     if ds["source"] == "local":
         root = ds["local"]["root"]
         if not root or not Path(root).is_dir():
-            raise ConfigError(f"config: {where}.local.root: video folder not found: {root!r}")
+            raise MissingDataConfigError(f"config: {where}.local.root: video folder not found: {root!r}")
     mode = ds["splits"]["mode"]
     if ds["source"] == "download":
         lst = ds["download"]["list"]
         if lst and not Path(lst).is_file():
-            raise ConfigError(f"config: {where}.download.list: download list not found: {lst!r}")
+            raise MissingDataConfigError(f"config: {where}.download.list: download list not found: {lst!r}")
         if not lst and mode != "official":
             raise ConfigError(f"config: {where}.download.list: no download list; give one, or set "
                               f"{where}.splits.mode: official to download the official split's videos")
@@ -145,7 +161,7 @@ def _check_dataset(name: str, ds: dict, cfg: dict) -> None:
         if is_url(arc):
             pass  # fetched by rule fetch_ucf_archive
         elif not arc or not Path(arc).is_file():
-            raise ConfigError(f"config: {where}.ucf_archive.archive: archive not found: {arc!r}")
+            raise MissingDataConfigError(f"config: {where}.ucf_archive.archive: archive not found: {arc!r}")
         sha = ds["ucf_archive"]["sha256"]
         if sha and not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
             raise ConfigError(f"config: {where}.ucf_archive.sha256 must be 64 hexadecimal digits, got {sha!r}")
@@ -160,7 +176,7 @@ def _check_dataset(name: str, ds: dict, cfg: dict) -> None:
         _check_split_recipe(where, ds)
     elif official:
         if not Path(official).is_dir():
-            raise ConfigError(f"config: {where}.splits.official_dir: folder not found: {official}")
+            raise MissingDataConfigError(f"config: {where}.splits.official_dir: folder not found: {official}")
         _check_splits(where, lambda: read_splits(official))
     else:
         _check_split_recipe(where, ds)
@@ -215,9 +231,9 @@ def _check_released(where: str, ds: dict) -> None:
         raise ConfigError(f"config: {where}.released_avca.root must name the released AVCA feature folder")
     root = Path(rel["root"])
     if not root.is_dir():
-        raise ConfigError(f"config: {where}.released_avca.root: feature root not found: {root}")
+        raise MissingDataConfigError(f"config: {where}.released_avca.root: feature root not found: {root}")
     if not (root / rel["dataset"]).is_dir():
-        raise ConfigError(f"config: {where}.released_avca.root: {root} has no {rel['dataset']}/ folder")
+        raise MissingDataConfigError(f"config: {where}.released_avca.root: {root} has no {rel['dataset']}/ folder")
     bad = [f for f in ds["feature_sets"] if f not in ("main", "cls")]
     if bad:
         raise ConfigError(f"config: {where}.feature_sets: released AVCA feature sets are main and cls, not {bad}")

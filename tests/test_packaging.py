@@ -19,8 +19,9 @@ def test_conda_env_lists_the_same_packages_as_pyproject():
     expected = project["dependencies"] + extras["decord"] + extras["text"]
     env = yaml.safe_load((REPO / "envs" / "avzsl.yaml").read_text())
     pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    assert sorted(pip) == sorted(expected), "envs/avzsl.yaml and pyproject.toml disagree"
-    assert {_name(r) for r in pip} == {_name(r) for r in expected}
+    # the same packages; their versions are pinned to envs/requirements.lock's (tests/test_environment_pins.py)
+    assert sorted(_name(r) for r in pip) == sorted(_name(r) for r in expected), \
+        "envs/avzsl.yaml and pyproject.toml disagree"
 
 
 def test_every_rule_names_the_environment_and_a_log():

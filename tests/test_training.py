@@ -168,17 +168,33 @@ def test_stage2_trains_to_the_selected_epoch_and_tests_with_the_selected_beta(ti
     seen_betas = []
     real = engine.evaluate_split
 
-    def spy(model, data, split, cfg, beta=None):
+    def spy(model, data, split, cfg, beta=None, **kw):
         seen_betas.append((split is data.test, beta))
-        return real(model, data, split, cfg, beta)
+        return real(model, data, split, cfg, beta, **kw)
 
     monkeypatch.setattr(engine, "evaluate_split", spy)
     engine.train_stage(cfg, 2, tmp_path / "s2", selection, progress=False)
     lines = (tmp_path / "s2" / "log.jsonl").read_text().splitlines()
     assert len(lines) == 2  # epochs 0 and 1: the same 0-based epoch index as the stage-1 selection
-    result = engine.evaluate_test(cfg, tmp_path / "s2" / "model.pt", selection)
+    result = engine.evaluate_test(cfg, tmp_path / "s2" / "model.pt", selection,
+                                  predictions_out=tmp_path / "predictions.npz")
     assert seen_betas[-1] == (True, 0.4)  # the test split, with the stage-1 beta, no search
     assert result["beta"] == 0.4 and result["best_epoch"] == 1
+    # the saved per-video predictions are the ones behind the numbers
+    from training.metrics import mean_class_accuracy
+    from training.run_dir import read_predictions
+
+    p = read_predictions(tmp_path / "predictions.npz")
+    labels = torch.as_tensor(p["labels"], dtype=torch.long)
+    assert p["beta"] == pytest.approx(0.4)
+    for key, classes in (("S", p["seen"]), ("U", p["unseen"])):
+        assert 100 * mean_class_accuracy(torch.as_tensor(p["pred_gzsl"], dtype=torch.long), labels,
+                                         classes.tolist()) == pytest.approx(result[key])
+    rows = p["pred_zsl"] >= 0
+    assert 100 * mean_class_accuracy(torch.as_tensor(p["pred_zsl"][rows], dtype=torch.long), labels[rows],
+                                     p["unseen"].tolist()) == pytest.approx(result["ZSL"])
+    assert p["video_embedding"].shape[0] == len(labels)
+    assert p["class_embedding"].shape == (len(p["class_embedding_ids"]), p["video_embedding"].shape[1])
     assert {"S", "U", "HM", "ZSL"} <= set(result) and 0 <= result["HM"] <= 100
     # stage 2 trains on train + val: more training videos than stage 1
     d1, d2 = engine.load_data(cfg, 1, torch.device("cpu")), engine.load_data(cfg, 2, torch.device("cpu"))

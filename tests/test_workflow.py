@@ -149,7 +149,7 @@ def test_an_extractor_parameter_invalidates_extraction_and_downstream_only(demo_
     proc = snakemake(wd, "-n", "--configfile", str(tmp_path / "changed.yaml"))
     jobs = planned_jobs(proc.stdout)
     assert jobs == {"extract_shard": 2, "merge_features": 1, "train_stage1": 2, "train_stage2": 2, "evaluate": 2,
-                    "summary": 1, "all": 1}
+                    "summary": 1, "report_files": 1, "all": 1}
     assert "Params have changed" in proc.stdout
 
 
@@ -181,7 +181,7 @@ def test_a_plugin_backbone_runs_through_the_dag_and_its_parameter_reruns_extract
     proc = snakemake(wd, "-n", env=env)
     print(proc.stdout.split("Job stats:")[-1][:600])  # the dry run, for the record
     assert planned_jobs(proc.stdout) == {"extract_shard": 2, "merge_features": 1, "train_stage1": 2,
-                                         "train_stage2": 2, "evaluate": 2, "summary": 1, "all": 1}
+                                         "train_stage2": 2, "evaluate": 2, "summary": 1, "report_files": 1, "all": 1}
 
 
 def test_a_model_hyper_parameter_invalidates_training_only(demo_run, tmp_path):
@@ -190,7 +190,7 @@ def test_a_model_hyper_parameter_invalidates_training_only(demo_run, tmp_path):
     changed["training"]["overrides"]["model"] = {"margin": 0.5}
     (tmp_path / "changed.yaml").write_text(yaml.safe_dump(changed))
     jobs = planned_jobs(snakemake(wd, "-n", "--configfile", str(tmp_path / "changed.yaml")).stdout)
-    assert jobs == {"train_stage1": 2, "train_stage2": 2, "evaluate": 2, "summary": 1, "all": 1}
+    assert jobs == {"train_stage1": 2, "train_stage2": 2, "evaluate": 2, "summary": 1, "report_files": 1, "all": 1}
 
 
 def _bad(tmp_path, mutate) -> subprocess.CompletedProcess:

@@ -6,6 +6,7 @@ The preparation commands are defined in :mod:`extractors.cli`; the training comm
     train     one training stage of one run
     evaluate  test a stage-2 model with the stage-1 calibration
     report    a results table (csv and markdown) from test results
+    report-files  the figures and pages of ``snakemake --report`` (:mod:`training.plots`)
 
 This module is also the entry point that joins both groups (training depends on extractors, never the reverse).
 """
@@ -59,7 +60,8 @@ def cmd_evaluate(a):
     from training.engine import evaluate_test
     from training.run_dir import Selection, TestResult
 
-    result = TestResult.from_dict(evaluate_test(_run_config(a), a.model_path, Selection.read(a.selection)))
+    result = TestResult.from_dict(evaluate_test(_run_config(a), a.model_path, Selection.read(a.selection),
+                                                predictions_out=a.predictions))
     result.write(a.out)
     print(f"{result.display_name} on {result.dataset}/{result.feature_set} (seed {result.seed}): "
           f"S {result.S:.2f}  U {result.U:.2f}  HM {result.HM:.2f}  ZSL {result.ZSL:.2f}")
@@ -78,6 +80,14 @@ def cmd_report(a):
     rows = write_summary(a.results, a.csv, a.md, a.title, a.order.split(",") if a.order else None, not a.flat,
                          coverage)
     print(f"{len(rows)} result rows -> {a.csv}, {a.md}")
+
+
+def cmd_report_files(a):
+    from training.plots import write_report_files
+
+    data = [{"dataset": k.split("/")[0], "feature_set": k.split("/", 1)[-1], **v} for k, v in a.data.items()]
+    counts = write_report_files(a.results, a.tables, a.out_dir, data, a.predictions)
+    print(f"{a.out_dir}: " + ", ".join(f"{n} {k}" for k, n in counts.items()))
 
 
 def _run_args(p: argparse.ArgumentParser) -> None:
@@ -119,6 +129,7 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--model-path", required=True)
     p.add_argument("--selection", required=True)
     p.add_argument("--out", required=True)
+    p.add_argument("--predictions", help="where to write the per-video test predictions (.npz)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("report", help="a results table")
@@ -131,7 +142,17 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
                    help="a dataset's coverage.tsv: the table states the share of listed videos it was computed on")
     p.add_argument("results", nargs="+")
     p.set_defaults(func=cmd_report)
-    return ["resolve", "train", "evaluate", "report"]
+
+    p = sub.add_parser("report-files", help="the figures and pages of snakemake --report (training/plots.py)")
+    p.add_argument("--out-dir", required=True, help="gets tables/, curves/, confusion/, maps/, data/, runs/")
+    p.add_argument("--tables", nargs="*", default=[], help="results tables (.md) to include")
+    p.add_argument("--data", type=json_arg, default={},
+                   help='{"<dataset>/<feature set>": {"failed_media": path, "coverage": path}, ...} (JSON or file)')
+    p.add_argument("--predictions", nargs="*", default=None,
+                   help="the runs' test predictions (default: test_predictions.npz beside each test.json)")
+    p.add_argument("results", nargs="*", help="test.json of every run")
+    p.set_defaults(func=cmd_report_files)
+    return ["resolve", "train", "evaluate", "report", "report-files"]
 
 
 # ------------------------------------------------------------------------------------------------ the command

@@ -84,8 +84,11 @@ def _cap_batch_size(cfg: RunConfig, n_train: int) -> RunConfig:
 
 @torch.no_grad()
 def evaluate_split(model: ZSLModel, data: StageData, split: EvalSet, cfg: RunConfig,
-                   beta: float | None = None) -> ModeResults:
-    """Distances of every video of ``split`` to the split's classes, then the protocol of :mod:`training.metrics`."""
+                   beta: float | None = None, keep: dict | None = None) -> ModeResults:
+    """Distances of every video of ``split`` to the split's classes, then the protocol of :mod:`training.metrics`.
+
+    ``keep``: a dictionary that receives the primary mode's distances (``dist``) and, when the model embeds videos
+    and classes in one space, their embeddings (``videos``, ``classes``)."""
     was_training = model.training
     model.eval()
     class_ids = split.class_ids
@@ -93,16 +96,32 @@ def evaluate_split(model: ZSLModel, data: StageData, split: EvalSet, cfg: RunCon
     model.prepare_evaluation(class_ids, class_text, split.seen, split.unseen)
     classes = model.embed_classes(class_text)
     chunks: dict[str, list[torch.Tensor]] = {}
+    primary = model.primary_mode
+    shared = keep is not None and _shared_space(classes.get(primary))
+    embedded = []
     for start in range(0, len(split.idx), cfg.train.eval_batch_size):
         batch = data.eval_batch(split.idx[start:start + cfg.train.eval_batch_size])
-        for mode, d in model.distances(model.embed_videos(batch), classes).items():
+        videos = model.embed_videos(batch)
+        for mode, d in model.distances(videos, classes).items():
             chunks.setdefault(mode, []).append(d)
+        if shared:
+            v = videos.get(primary)
+            shared = _shared_space(v) and v.shape[1] == classes[primary].shape[1]
+            embedded.append(v if shared else None)
     dists = {m: torch.cat(c) for m, c in chunks.items()}
+    if keep is not None:
+        keep["dist"] = dists[primary]
+        if shared and embedded:
+            keep["videos"], keep["classes"] = torch.cat(embedded), classes[primary]
     betas = beta_grid(cfg.train.beta_min, cfg.train.beta_max, cfg.train.beta_steps)
     result = evaluate_modes(dists, model.primary_mode, class_ids, split.labels, split.seen, split.unseen, beta=beta,
                             betas=betas, calibrated=model.calibrated_stacking)
     model.train(was_training)
     return result
+
+
+def _shared_space(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.dim() == 2 and t.is_floating_point()
 
 
 def complete_config(cfg: RunConfig) -> RunConfig:
@@ -230,8 +249,10 @@ def train_epoch(model: ZSLModel, data: StageData, sampler: ClassBalancedSampler,
     return {k: float(v) / sampler.n_batches for k, v in sums.items()}
 
 
-def evaluate_test(cfg: RunConfig, model_path: str | Path, selection: Selection | dict) -> dict:
-    """Stage-2 model on the test split with the stage-1 β: the numbers that go into the results table."""
+def evaluate_test(cfg: RunConfig, model_path: str | Path, selection: Selection | dict,
+                  predictions_out: str | Path | None = None) -> dict:
+    """Stage-2 model on the test split with the stage-1 β: the numbers that go into the results table.
+    ``predictions_out``: where to write the per-video predictions behind them (:func:`training.run_dir.write_predictions`)."""
     selection = as_selection(selection)
     cfg = complete_config(cfg)
     device = resolve_device(cfg.device)
@@ -239,7 +260,10 @@ def evaluate_test(cfg: RunConfig, model_path: str | Path, selection: Selection |
     data = load_data(cfg, 2, device)
     model = build_for_data(cfg, data, device)
     model.load_state_dict(rd.load_model(model_path, device)["model"])
-    res = evaluate_split(model, data, data.test, cfg, beta=float(selection.beta))
+    keep: dict = {}
+    res = evaluate_split(model, data, data.test, cfg, beta=float(selection.beta), keep=keep)
+    if predictions_out is not None:
+        rd.write_predictions(predictions_out, prediction_arrays(data, keep, res.main.beta))
     cls = get_model_class(cfg.model)
     test = res.main.percent()
     return TestResult(
@@ -250,6 +274,29 @@ def evaluate_test(cfg: RunConfig, model_path: str | Path, selection: Selection |
         inputs=data.bank.sequence_source if cls.needs_sequences else "mean",
         counts=data.counts, git_sha=git_sha(), code_version=code_version(), config=cfg.to_dict(),
     ).to_dict()
+
+
+def prediction_arrays(data: StageData, keep: dict, beta: float) -> dict:
+    """The per-video predictions of the primary mode as :func:`training.run_dir.write_predictions` takes them: GZSL
+    among all classes of the split with ``beta`` added to seen-class distances (the β the test numbers were computed
+    with), ZSL among unseen classes only."""
+    split = data.test
+    class_ids = torch.as_tensor(split.class_ids, dtype=torch.long)
+    dist = keep["dist"].double().cpu()
+    seen_mask = torch.isin(class_ids, torch.as_tensor(split.seen, dtype=torch.long))
+    labels = split.labels.cpu()
+    pred_gzsl = class_ids[(dist + beta * seen_mask.double()).argmin(dim=1)]
+    unseen_cols = ~seen_mask
+    pred_zsl = torch.full_like(labels, -1)
+    rows = torch.isin(labels, class_ids[unseen_cols])
+    if rows.any() and unseen_cols.any():
+        pred_zsl[rows] = class_ids[unseen_cols][dist[rows][:, unseen_cols].argmin(dim=1)]
+    out = {"class_names": list(data.class_names), "labels": labels.numpy(), "seen": list(split.seen),
+           "unseen": list(split.unseen), "pred_gzsl": pred_gzsl.numpy(), "pred_zsl": pred_zsl.numpy(), "beta": beta}
+    if "videos" in keep:
+        out.update(video_embedding=keep["videos"].float().cpu().numpy(),
+                   class_embedding=keep["classes"].float().cpu().numpy(), class_embedding_ids=class_ids.numpy())
+    return out
 
 
 # --------------------------------------------------------------------------------------------- checkpoints

@@ -3,12 +3,14 @@
     results/runs/<dataset>/<feature set>/<model>/seed<k>/
         stage1/   config.yaml  log.jsonl  checkpoint.pt  selection.json
         stage2/   config.yaml  log.jsonl  checkpoint.pt  model.pt
-        test.json
+        test.json  test_predictions.npz
 
 ``config.yaml``: the resolved run configuration with seed, git SHA, code version and the content identity of the
 inputs (the run header). ``log.jsonl``: one line per epoch. ``checkpoint.pt``: everything to resume a stage.
 ``selection.json``: stage 1's choice of epoch and β (:class:`Selection`). ``model.pt``: stage 2's weights.
-``test.json``: the test-split result that goes into the tables (:class:`TestResult`).
+``test.json``: the test-split result that goes into the tables (:class:`TestResult`). ``test_predictions.npz``: the
+per-video test predictions behind it, for the report's confusion matrices and embedding maps
+(:func:`write_predictions`).
 
 Imports no torch at module level: the workflow takes its file names from here while it builds the DAG.
 """
@@ -30,6 +32,7 @@ CHECKPOINT = "checkpoint.pt"
 SELECTION = "selection.json"
 MODEL = "model.pt"
 TEST = "test.json"
+PREDICTIONS = "test_predictions.npz"
 
 
 class RunFileError(ValueError):
@@ -54,6 +57,10 @@ def model_path(run: str | Path) -> str:
 
 def test_path(run: str | Path) -> str:
     return f"{run}/{TEST}"
+
+
+def predictions_path(run: str | Path) -> str:
+    return f"{run}/{PREDICTIONS}"
 
 
 # ------------------------------------------------------------------------------------------------ records
@@ -182,3 +189,49 @@ def load_model(path: str | Path, device) -> dict:
     import torch
 
     return torch.load(path, map_location=device, weights_only=True)
+
+
+# ------------------------------------------------------------------------------------------------ test predictions
+# Arrays of test_predictions.npz. Class ids index ``class_names`` (the split's all_class.txt); a prediction of -1 means
+# none (pred_zsl of a seen-class video). Embeddings are float16 and present only when the model embeds videos and
+# classes in one space (its primary evaluation mode's tensors have the same width).
+PREDICTION_ARRAYS = ("class_names", "labels", "seen", "unseen", "pred_gzsl", "pred_zsl", "beta")
+EMBEDDING_ARRAYS = ("video_embedding", "class_embedding", "class_embedding_ids")
+
+
+def write_predictions(path: str | Path, arrays: dict) -> None:
+    """Write the per-video test predictions (:data:`PREDICTION_ARRAYS`, optionally :data:`EMBEDDING_ARRAYS`)."""
+    import numpy as np
+
+    missing = [k for k in PREDICTION_ARRAYS if k not in arrays]
+    if missing:
+        raise RunFileError(f"{path}: predictions without {missing}")
+    unknown = sorted(set(arrays) - set(PREDICTION_ARRAYS) - set(EMBEDDING_ARRAYS))
+    if unknown:
+        raise RunFileError(f"{path}: unknown prediction arrays {unknown}")
+    out = {k: np.asarray(v) for k, v in arrays.items()}
+    for k in ("labels", "seen", "unseen", "pred_gzsl", "pred_zsl", "class_embedding_ids"):
+        if k in out:
+            out[k] = out[k].astype(np.int32)
+    for k in ("video_embedding", "class_embedding"):
+        if k in out:
+            out[k] = out[k].astype(np.float16)
+    out["class_names"] = np.asarray([str(c) for c in out["class_names"]], dtype=str)
+    with atomic_path(path, suffix=".npz") as tmp, open(tmp, "wb") as f:
+        np.savez_compressed(f, **out)
+
+
+def read_predictions(path: str | Path) -> dict:
+    """The arrays of a predictions file (numpy arrays; ``beta`` a float)."""
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except (OSError, ValueError) as e:
+        raise RunFileError(f"{path} is not a readable predictions file ({e}); delete it and rerun evaluate") from None
+    missing = [k for k in PREDICTION_ARRAYS if k not in arrays]
+    if missing:
+        raise RunFileError(f"{path}: missing {missing}")
+    arrays["beta"] = float(arrays["beta"])
+    return arrays

@@ -60,7 +60,11 @@ except WorkflowError as e:
     if err is None:
         raise
     raise ConfigError(workflow_config.describe_schema_error(err)) from None
-workflow_config.check_config(config)
+# a dry run plans a configuration whose external data is not on this machine (docs/report.md, "CI")
+for _warning in workflow_config.check_config(
+    config, dry_run=workflow.output_settings.dryrun
+):
+    print(f"avzsl: warning: {_warning}", file=sys.stderr)
 
 
 # ------------------------------------------------------------------------------------------ datasets
@@ -430,6 +434,45 @@ def table_results(wildcards):
 
 def table_outputs(name):
     return [f"results/{name}.csv", f"results/{name}.md"]
+
+
+# ------------------------------------------------------------------------------------------ the HTML report
+# rule report_files writes one folder per report category under REPORT (training/plots.py)
+REPORT = "results/report"
+RUN_PATTERN = "{dataset,[^/]+}/{feature_set,[^/]+}/{model,[^/]+}/seed{seed,[0-9]+}.svg"
+
+
+def report_data(wildcards=None):
+    """Per dataset and feature set: the media extraction could not use (datasets extracted here) and the download
+    coverage (datasets fetched from a download list); empty where the rules that write them do not apply.
+    """
+    downloaded = _names({"download"})
+    data = {}
+    for ds, d in DATASETS.items():
+        for fs in d["feature_sets"]:
+            extracted = re.fullmatch(VIDEO_DATASETS, ds)
+            fetched = re.fullmatch(downloaded, ds)
+            data[f"{ds}/{fs}"] = {
+                "failed_media": (
+                    f"results/features/{ds}/{fs}/failed_media.tsv" if extracted else ""
+                ),
+                "coverage": f"resources/{ds}/coverage.md" if fetched else "",
+            }
+    return data
+
+
+def report_data_files(wildcards):
+    return [p for v in report_data().values() for p in v.values() if p]
+
+
+def report_data_json(input):
+    """What `avzsl report-files --data` takes: report_data() with the rule's data inputs (the same paths)."""
+    files = set(input.data)
+    data = {
+        key: {kind: path if path in files else "" for kind, path in v.items()}
+        for key, v in report_data().items()
+    }
+    return json.dumps(data, sort_keys=True)
 
 
 # DAAN's evidence (workflow/rules/evidence.smk); bench/ is found through the PYTHONPATH set above

@@ -7,7 +7,8 @@ rule evaluate:
         selection=rd.selection_path(RUN),
         model=rd.model_path(RUN),
     output:
-        rd.test_path(RUN),
+        test=rd.test_path(RUN),
+        predictions=rd.predictions_path(RUN),
     log:
         "logs/evaluate/{dataset}/{feature_set}/{model}/seed{seed}.log",
     wildcard_constraints:
@@ -24,4 +25,4 @@ rule evaluate:
     shell:
         "python -m training.cli --quiet --threads {threads} --gpus {resources.gpu} evaluate"
         " --run-config {params.run:q} --model-path {input.model:q} --selection {input.selection:q}"
-        " --out {output:q} > {log:q} 2>&1"
+        " --out {output.test:q} --predictions {output.predictions:q} > {log:q} 2>&1"

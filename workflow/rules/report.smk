@@ -35,3 +35,77 @@ for _name in config["report"]["tables"]:
             _name
         input:
             table_outputs(_name),
+
+
+# ------------------------------------------------------------------------------------------ snakemake --report
+# The figures and pages of the HTML report (training/plots.py), one folder per report category. Part of the default
+# target, so that `snakemake` then `snakemake --report report.html` gives the full report (docs/report.md).
+rule report_files:
+    input:
+        tests=test_results(config["models"]),
+        predictions=[
+            rd.predictions_path(Path(p).parent) for p in test_results(config["models"])
+        ],
+        tables=[f"results/{name}.md" for name in workflow_config.default_tables(config)],
+        data=report_data_files,
+    output:
+        tables=report(
+            directory(f"{REPORT}/tables"),
+            caption="../report/tables.rst",
+            category="1. Results tables",
+            patterns=["{table}.html"],
+            labels={"table": "{table}"},
+        ),
+        curves=report(
+            directory(f"{REPORT}/curves"),
+            caption="../report/curves.rst",
+            category="2. Validation curves",
+            subcategory="{dataset} · {feature_set}",
+            patterns=[RUN_PATTERN],
+            labels={"model": "{model}", "seed": "{seed}"},
+        ),
+        confusion=report(
+            directory(f"{REPORT}/confusion"),
+            caption="../report/confusion.rst",
+            category="3. Unseen-class confusion",
+            subcategory="{dataset} · {feature_set}",
+            patterns=[RUN_PATTERN],
+            labels={"model": "{model}", "seed": "{seed}"},
+        ),
+        maps=report(
+            directory(f"{REPORT}/maps"),
+            caption="../report/maps.rst",
+            category="4. Test embeddings (t-SNE)",
+            subcategory="{dataset} · {feature_set}",
+            patterns=[RUN_PATTERN],
+            labels={"model": "{model}", "seed": "{seed}"},
+        ),
+        data=report(
+            directory(f"{REPORT}/data"),
+            caption="../report/data.rst",
+            category="5. Data coverage and failed media",
+            patterns=["{dataset,[^.]+}.{feature_set}.html"],
+            labels={"dataset": "{dataset}", "feature set": "{feature_set}"},
+        ),
+        runs=report(
+            directory(f"{REPORT}/runs"),
+            caption="../report/runs.rst",
+            category="6. Run configurations",
+            patterns=["{dataset,[^.]+}.{feature_set}.html"],
+            labels={"dataset": "{dataset}", "feature set": "{feature_set}"},
+        ),
+    log:
+        "logs/report_files.log",
+    conda:
+        ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=30,
+    params:
+        out=lambda w, output: folder_of(output),
+        data=lambda w, input: report_data_json(input),
+    shell:
+        "python -m training.cli --quiet --threads {threads} report-files {input.tests:q}"
+        " --out-dir {params.out:q} --tables {input.tables:q} --data {params.data:q}"
+        " --predictions {input.predictions:q} > {log:q} 2>&1"

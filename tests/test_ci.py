@@ -1,0 +1,44 @@
+"""What .ci/run checks before the tests: every shipped configuration plans, data outside the project included."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from conftest import REPO
+
+from avzsl.workflow_config import MissingDataConfigError, check_config
+
+CONFIGS = sorted([*(REPO / "config").glob("*.yaml"), *(REPO / "config" / "examples").glob("*.yaml")])
+
+
+def test_ci_lints_formats_and_dry_runs_every_configuration_before_the_tests():
+    ci = (REPO / ".ci" / "run").read_text()
+    steps = ["ruff check .", "snakemake --lint", "snakefmt --check workflow Snakefile",
+             "for config in config/*.yaml config/examples/*.yaml", 'snakemake -n --quiet rules --configfile "$config"',
+             "python -m pytest -q"]
+    positions = [ci.index(s) for s in steps]
+    assert positions == sorted(positions)
+
+
+@pytest.mark.parametrize("config", CONFIGS, ids=lambda p: str(p.relative_to(REPO)))
+def test_every_shipped_configuration_dry_runs(config, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--quiet", "rules",
+                           "--cores", "1", "--configfile", str(config)], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "evaluate" in proc.stdout and "report_files" in proc.stdout
+
+
+def test_missing_external_data_is_a_warning_in_a_dry_run_and_an_error_otherwise(tmp_path, monkeypatch):
+    from snakemake.utils import validate
+
+    monkeypatch.chdir(tmp_path)  # the example's relative root does not exist here
+    cfg = yaml.safe_load((REPO / "config" / "examples" / "released_avca_ucf.yaml").read_text())
+    validate(cfg, str(REPO / "workflow" / "schemas" / "config.schema.yaml"))
+    warnings = check_config(cfg, dry_run=True)
+    assert len(warnings) == 1 and "released_avca.root: feature root not found" in warnings[0]
+    with pytest.raises(MissingDataConfigError, match="feature root not found"):
+        check_config(cfg)
