@@ -299,7 +299,8 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--out", required=True)
     p.add_argument("--decoder", default="pyav", choices=["pyav", "decord"])
     p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--batch-windows", type=int, default=256)
+    p.add_argument("--batch-windows", type=lambda v: None if v == "auto" else int(v), default=None,
+                   help="windows per backbone call, or auto (extractors.extract.AUTO_BATCH_WINDOWS)")
     p.add_argument("--device", default="auto")
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
     p.add_argument("--max-seconds", type=float, default=None)

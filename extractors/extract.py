@@ -10,6 +10,7 @@ with its reason and the shard goes on.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import logging
@@ -40,11 +41,17 @@ from extractors.weights import check_local
 log = logging.getLogger("avzsl.extract")
 
 
+# Windows per backbone call when not configured. Every call runs a full (padded) batch, so this sets the memory even
+# for a shard of a few videos: a batch of 256 SeLaVi windows in fp32 on the CPU grew past 21 GB and was killed on a
+# 24 GB machine; the memory grows with the batch, so 8 windows on the CPU need about 1/32 of that.
+AUTO_BATCH_WINDOWS = {"cpu": 8, "cuda": 64, "mps": 16}
+
+
 @dataclass
 class ExtractOptions:
     decoder: str = "pyav"
     workers: int = 2
-    batch_windows: int = 256
+    batch_windows: int | None = None  # None: AUTO_BATCH_WINDOWS for the device
     videos_per_load: int = 64  # finished videos that may wait for a full batch before a padded one is run
     chunk_videos: int = 64
     fixed_batch: bool = True  # pad the last batch: identical features whatever the batch composition
@@ -64,7 +71,7 @@ class ExtractOptions:
             raise ExtractionError(f"chunk_seconds must be a positive number of seconds or unset, got "
                                   f"{self.chunk_seconds}")
         for name in ("batch_windows", "videos_per_load", "chunk_videos"):
-            if getattr(self, name) < 1:
+            if getattr(self, name) is not None and getattr(self, name) < 1:
                 raise ExtractionError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.worker_timeout < 0:
             raise ExtractionError(f"worker_timeout must be 0 or more seconds, got {self.worker_timeout}")
@@ -159,6 +166,8 @@ def extract_shard(manifest: str | Path, shard: int, n_shards: int, backbone_name
         raise ValueError(f"shard {shard} is outside 0..{n_shards - 1}")
     rows = read_manifest(manifest)[shard::n_shards]
     device = resolve_device(opts.device)
+    if opts.batch_windows is None:
+        opts = dataclasses.replace(opts, batch_windows=AUTO_BATCH_WINDOWS.get(device.type, 8))
     if isinstance(backbone_name, dict):
         where = opts.feature_set_name and f"feature_sets.{opts.feature_set_name}" or "feature set"
         fs = normalize_feature_set(backbone_name, where)

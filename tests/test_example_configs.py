@@ -18,7 +18,7 @@ from extractors.sources.manifest import ManifestRow, write_class_names, write_ma
 from extractors.splits import read_splits
 
 EXAMPLES = REPO / "config" / "examples"
-TRAINING = {"train_stage1", "train_stage2", "evaluate", "summary", "all"}
+TRAINING = {"train_stage1", "train_stage2", "evaluate", "summary", "report_files", "all"}
 EXTRACTION = {"fetch_weights", "extract_shard", "merge_features"}
 TEXT = {"fetch_text_weights", "class_text"}  # fastText wiki.en.bin by url
 UCF = {"fetch_ucf_archive", "ucf_archive", "fetch_official_splits", "split_coverage"} | EXTRACTION | TEXT | TRAINING

@@ -85,13 +85,39 @@ def _fabricate(root: Path) -> tuple[Path, Path]:
     return archive, official
 
 
+def _run(wd: Path, config: dict) -> None:
+    (wd / "config").mkdir(parents=True, exist_ok=True)
+    (wd / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"],
+                       cwd=wd, capture_output=True, text=True, timeout=360, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+
+
+def _check_table(wd: Path, feature_set: str) -> str:
+    rows = list(csv.DictReader(open(wd / "results" / "summary.csv")))
+    assert sorted((r["dataset"], r["feature_set"], r["model"]) for r in rows) == [
+        ("ucf", feature_set, "ale"), ("ucf", feature_set, "avca")]
+    for r in rows:
+        assert 0 <= float(r["HM"]) <= 100
+    md = (wd / "results" / "summary.md").read_text()
+    assert "| ALE |" in md and "| AVCA |" in md
+    n = sum(GROUPS[c] for c in SPLIT_CLASSES)
+    assert "## Coverage" in md and f"- ucf: {n - 1} / {n} listed videos available" in md, md
+    assert f"{n - 1} / {n}" in (wd / "resources" / "ucf" / "coverage.md").read_text()
+    return md
+
+
+TINY_TRAINING = {"device": "cpu", "overrides": {"train": {"epochs": 2, "n_batches": 2, "batch_size": 8}}}
+
+
 def test_ucf_chain_from_a_served_archive_to_the_results_table(tmp_path):
     archive, official = _fabricate(tmp_path)
     srv, state = _serve(archive.parent, fail_first=1)
     try:
         wd = tmp_path / "wd"
         url = f"http://127.0.0.1:{srv.server_address[1]}/UCF101.zip"
-        config = {
+        _run(wd, {
             "active_datasets": ["ucf"],
             "datasets": {"ucf": {"source": "ucf_archive", "feature_sets": ["handcrafted"],
                                  "ucf_archive": {"archive": url, "retries": 2},
@@ -100,14 +126,8 @@ def test_ucf_chain_from_a_served_archive_to_the_results_table(tmp_path):
             "extract": {"shards": 2, "workers": 0},
             "models": ["ale", "avca"],
             "seeds": [1],
-            "training": {"device": "cpu", "overrides": {"train": {"epochs": 2, "n_batches": 2, "batch_size": 8}}},
-        }
-        (wd / "config").mkdir(parents=True)
-        (wd / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-        env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
-        r = subprocess.run([sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--cores", "2"],
-                           cwd=wd, capture_output=True, text=True, timeout=360, env=env)
-        assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+            "training": TINY_TRAINING,
+        })
     finally:
         srv.shutdown()
         srv.server_close()
@@ -117,14 +137,46 @@ def test_ucf_chain_from_a_served_archive_to_the_results_table(tmp_path):
     assert '"sha256"' in (fetched / "UCF101.zip.json").read_text()
     # only the split's classes were kept
     assert sorted(p.name for p in (wd / "resources" / "ucf" / "videos").iterdir()) == sorted(SPLIT_CLASSES)
-    rows = list(csv.DictReader(open(wd / "results" / "summary.csv")))
-    assert sorted((r["dataset"], r["feature_set"], r["model"]) for r in rows) == [
-        ("ucf", "handcrafted", "ale"), ("ucf", "handcrafted", "avca")]
-    for r in rows:
-        assert 0 <= float(r["HM"]) <= 100
-    md = (wd / "results" / "summary.md").read_text()
-    assert "| ALE |" in md and "| AVCA |" in md
-    n = sum(GROUPS[c] for c in SPLIT_CLASSES)
-    assert "## Coverage" in md and f"- ucf: {n - 1} / {n} listed videos available" in md, md
-    cov = (wd / "resources" / "ucf" / "coverage.md").read_text()
-    assert f"{n - 1} / {n}" in cov
+    _check_table(wd, "handcrafted")
+
+
+def test_the_ucf_main_configuration_runs_on_served_files(tmp_path):
+    """config/examples/ucf_main.yaml as shipped (SeLaVi, fastText, the ucf profile), with only its sources pointed
+    at 127.0.0.1: the archive, a SeLaVi checkpoint in the official layout and a fastText .bin the test makes. The
+    official split is given as a folder (the fetched one is checksum-pinned to the real files), the model list and
+    epochs are cut for time."""
+    from gensim.models import FastText
+    from gensim.models.fasttext import save_facebook_model
+    from test_backbone_nets import selavi_state, write_selavi
+
+    from extractors.weights import sha256_of
+
+    archive, official = _fabricate(tmp_path)
+    served = archive.parent
+    write_selavi(served / "selavi_vgg_sound.pth", selavi_state())
+    words = [c.lower() for c in ("apply eye makeup archery baby crawling bowling diving drumming").split()]
+    ft = FastText(sentences=[words, words[::-1]], vector_size=8, min_count=1, epochs=2, min_n=2, max_n=4,
+                  bucket=2000, seed=1, workers=1)
+    save_facebook_model(ft, str(served / "wiki.en.bin"))
+    config = yaml.safe_load((REPO / "config" / "examples" / "ucf_main.yaml").read_text())
+    srv, _ = _serve(served, fail_first=0)
+    try:
+        base = f"http://127.0.0.1:{srv.server_address[1]}"
+        wd = tmp_path / "wd"
+        ds = config["datasets"]["ucf"]
+        ds["ucf_archive"]["archive"] = f"{base}/UCF101.zip"
+        ds["splits"] = {"official_dir": str(official.relative_to(wd))}
+        params = config["feature_sets"]["main"]["params"]
+        params["url"], params["sha256"] = f"{base}/selavi_vgg_sound.pth", sha256_of(served / "selavi_vgg_sound.pth")
+        config["text"]["fasttext"]["url"] = f"{base}/wiki.en.bin"
+        config["text"]["mem_mb"] = 2000
+        config["extract"].update(shards=2, workers=0, device="cpu")
+        config.update(models=["ale", "avca"], seeds=[1], training=TINY_TRAINING)
+        _run(wd, config)
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    md = _check_table(wd, "main")
+    assert "ucf · main" in md
+    weights = (wd / "resources" / "weights").rglob("selavi_vgg_sound.pth.json")
+    assert any('"sha256"' in p.read_text() for p in weights)

@@ -22,7 +22,7 @@ rule fetch_weights:
         sha256=lambda w: weight_target(w)["sha256"],
         where=weight_where,
     shell:
-        "python -m training.cli --quiet fetch-weights --url {params.url:q} --sha256 {params.sha256:q}"
+        "python -m training.cli --quiet fetch-weights --url {params.url:q} --sha256={params.sha256:q}"
         " --out {output.weights:q} --record {output.record:q} --where {params.where}"
         " > {log:q} 2>&1"
 

@@ -18,7 +18,7 @@ rule fetch_text_weights:
         sha256=lambda w: text_fetch_target(w)["sha256"],
         block=f"text.{TEXT_ENCODER}",
     shell:
-        "python -m training.cli --quiet fetch-weights --url {params.url:q} --sha256 {params.sha256:q}"
+        "python -m training.cli --quiet fetch-weights --url {params.url:q} --sha256={params.sha256:q}"
         " --out {output:q} --where {params.block} > {log:q} 2>&1"
 
 
