@@ -11,6 +11,18 @@ REPO = Path(__file__).resolve().parent.parent
 SHARED = Path(os.environ.get("AVZSL_SHARED", REPO.parent / "shared"))
 SPLITS_ROOT = SHARED / "data" / "avgzsl_splits"
 
+# the demo, small enough for end-to-end workflow tests: 9 classes x 6 short clips, 2 + 2 unseen
+TINY_DEMO_CONFIG = {
+    "active_datasets": ["demo"],
+    "datasets": {"demo": {
+        "source": "demo", "hparams": "demo", "feature_sets": ["handcrafted"],
+        "demo": {"n_visuals": 3, "n_sounds": 3, "clips_per_class": 6, "min_seconds": 1.5, "max_seconds": 2.5},
+        "splits": {"n_val_unseen": 2, "n_test_unseen": 2, "val_seen_fraction": 0.2, "test_seen_fraction": 0.2}}},
+    "feature_sets": {"handcrafted": {"backbone": "handcrafted", "params": {}}},
+    "extract": {"shards": 2, "workers": 0},
+}
+TINY_TRAINING = {"epochs": 2, "n_batches": 3, "batch_size": 16}
+
 
 @pytest.fixture(autouse=True)
 def one_thread():

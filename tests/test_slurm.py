@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, TINY_DEMO_CONFIG, TINY_TRAINING
 from slurm_cluster import FAKE_GPU_TYPE, LocalSlurm, missing
 
 pytestmark = [pytest.mark.slurm, pytest.mark.slow]
@@ -33,17 +33,10 @@ GPU_RULES = ("extract_shard", "train_stage1", "train_stage2", "evaluate")
 
 # the demo, smaller: two models, one seed, fewer clips
 CONFIG = {
-    "active_datasets": ["demo"],
-    "datasets": {"demo": {
-        "source": "demo", "hparams": "demo", "feature_sets": ["handcrafted"],
-        "demo": {"n_visuals": 3, "n_sounds": 3, "clips_per_class": 6, "min_seconds": 1.5, "max_seconds": 2.5},
-        "splits": {"n_val_unseen": 2, "n_test_unseen": 2, "val_seen_fraction": 0.2, "test_seen_fraction": 0.2}}},
-    "feature_sets": {"handcrafted": {"backbone": "handcrafted", "params": {}}},
-    "extract": {"shards": 2, "workers": 0},
+    **TINY_DEMO_CONFIG,
     "models": ["ale", "avca"],
     "seeds": [42],
-    "training": {"device": "cpu", "mem_mb": 2000,
-                 "overrides": {"train": {"epochs": 2, "n_batches": 3, "batch_size": 16}}},
+    "training": {"device": "cpu", "mem_mb": 2000, "overrides": {"train": TINY_TRAINING}},
 }
 
 

@@ -13,21 +13,15 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, TINY_DEMO_CONFIG, TINY_TRAINING
 
 from extractors.feature_store import FeatureStore
 
 TINY = {
-    "active_datasets": ["demo"],
-    "datasets": {"demo": {
-        "source": "demo", "hparams": "demo", "feature_sets": ["handcrafted"],
-        "demo": {"n_visuals": 3, "n_sounds": 3, "clips_per_class": 6, "min_seconds": 1.5, "max_seconds": 2.5},
-        "splits": {"n_val_unseen": 2, "n_test_unseen": 2, "val_seen_fraction": 0.2, "test_seen_fraction": 0.2}}},
-    "feature_sets": {"handcrafted": {"backbone": "handcrafted", "params": {}}},
-    "extract": {"shards": 2, "workers": 0},
+    **TINY_DEMO_CONFIG,
     "models": ["avca"],
     "seeds": [1, 2],
-    "training": {"device": "cpu", "overrides": {"train": {"epochs": 2, "n_batches": 3, "batch_size": 16}}},
+    "training": {"device": "cpu", "overrides": {"train": TINY_TRAINING}},
 }
 
 
