@@ -71,12 +71,10 @@ def cmd_report(a):
     from extractors.sources.download import coverage_statement
     from training.results import write_summary
 
-    coverage = {}
-    for item in a.coverage:
-        name, sep, path = item.partition("=")
-        if not sep or not name or not path:
-            raise SystemExit(f"--coverage must be DATASET=coverage.tsv, got {item!r}")
-        coverage[name] = coverage_statement(path)
+    if len(a.coverage) != len(a.coverage_datasets):
+        raise SystemExit(f"--coverage gives {len(a.coverage)} file(s) but --coverage-datasets names "
+                         f"{len(a.coverage_datasets)} dataset(s); give one dataset per file")
+    coverage = {name: coverage_statement(path) for name, path in zip(a.coverage_datasets, a.coverage)}
     rows = write_summary(a.results, a.csv, a.md, a.title, a.order.split(",") if a.order else None, not a.flat,
                          coverage)
     print(f"{len(rows)} result rows -> {a.csv}, {a.md}")
@@ -138,8 +136,10 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--title", default="Results")
     p.add_argument("--order", default="", help="comma-separated model order (rows top to bottom within a type)")
     p.add_argument("--flat", action="store_true", help="no grouping by type: rows exactly in --order")
-    p.add_argument("--coverage", action="append", default=[], metavar="DATASET=TSV",
-                   help="a dataset's coverage.tsv: the table states the share of listed videos it was computed on")
+    p.add_argument("--coverage", nargs="*", default=[], metavar="TSV",
+                   help="datasets' coverage.tsv files: the table states the share of listed videos it was computed on")
+    p.add_argument("--coverage-datasets", nargs="*", default=[], metavar="DATASET",
+                   help="the dataset of each --coverage file, in the same order")
     p.add_argument("results", nargs="+")
     p.set_defaults(func=cmd_report)
 

@@ -100,7 +100,7 @@ rule download_manifest:
         mem_mb=mem_by_attempt(1000),
         runtime=10,
     params:
-        split_option=split_dir_option,
+        split_option=lambda w, input: split_dir_option(w, input.splits),
         descriptions=lambda w: json.dumps(
             download_source(w)["descriptions"], sort_keys=True
         ),
@@ -190,8 +190,8 @@ rule split_coverage:
         mem_mb=mem_by_attempt(1000),
         runtime=10,
     params:
-        split_dir=lambda w: coverage_split_folder(w.dataset),
+        split_option=lambda w, input: split_dir_option(w, input.splits),
     shell:
         "python -m training.cli --quiet --threads {threads} coverage --manifest {input.manifest:q}"
-        " --split-dir {params.split_dir:q} --coverage-tsv {output.coverage_tsv:q}"
+        " {params.split_option:q} --coverage-tsv {output.coverage_tsv:q}"
         " --coverage-md {output.coverage_md:q} > {log:q} 2>&1"

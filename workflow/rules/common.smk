@@ -193,9 +193,14 @@ def coverage_split_inputs(wildcards):
     return []
 
 
-def split_dir_option(wildcards):
-    """Coverage per split needs the official split folder; without one it is per class only."""
-    folder = coverage_split_folder(wildcards.dataset)
+def split_dir_option(wildcards, split_files):
+    """Coverage per split needs the official split folder (the fetched split's files where the workflow makes them,
+    else a configured folder); without one it is per class only."""
+    folder = (
+        folder_of(split_files)
+        if split_files
+        else coverage_split_folder(wildcards.dataset)
+    )
     return ["--split-dir", folder] if folder else []
 
 

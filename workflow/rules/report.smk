@@ -20,10 +20,11 @@ rule summary:
         title=lambda w: TABLES[w.table]["title"],
         order=lambda w: ",".join(TABLES[w.table]["models"]),
         flat=lambda w: "--flat" if TABLES[w.table]["layout"] == "flat" else "",
-        coverage=[f"--coverage={n}={p}" for n, p in coverage_files().items()],
+        coverage_datasets=list(coverage_files()),
     shell:
         "python -m training.cli --quiet --threads {threads} report --csv {output.csv:q} --md {output.md:q}"
-        " --title {params.title:q} --order {params.order} {params.flat} {params.coverage:q} {input.results:q}"
+        " --title {params.title:q} --order {params.order} {params.flat} --coverage {input.coverage:q}"
+        " --coverage-datasets {params.coverage_datasets:q} -- {input.results:q}"
         " > {log:q} 2>&1"
 
 
@@ -100,7 +101,7 @@ rule report_files:
         ENV
     threads: 1
     resources:
-        mem_mb=2000,
+        mem_mb=mem_by_attempt(2000),
         runtime=30,
     params:
         out=lambda w, output: folder_of(output),
