@@ -14,6 +14,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from avzsl.fetching import local_path
 from extractors.splits import SplitError, read_splits
 from training.config import (
     ConfigError,
@@ -97,7 +98,7 @@ def _check_text(cfg: dict) -> None:
     except TextEncoderError as e:
         raise ConfigError(f"config: {e}") from None
     where = f"text.{encoder_spec(name).block}"
-    if params.get("sha256") and not re.fullmatch(r"[0-9a-fA-F]{64}", str(params["sha256"])):
+    if params.get("sha256") and not is_sha256(params["sha256"]):
         raise ConfigError(f"config: {where}.sha256 must be 64 hexadecimal digits, got {params['sha256']!r}")
     for key in ("path", "model_config"):
         if params.get(key) and not Path(params[key]).is_file():
@@ -122,7 +123,7 @@ def _check_feature_sets(cfg: dict) -> None:
             key = f"{where}.{m}" if cfg["feature_sets"][name].get(m) else where
             params = entry["params"]
             for param, (url_key, sha_key) in file_param_keys(params).items():
-                if sha_key in params and not re.fullmatch(r"[0-9a-fA-F]{64}", str(params[sha_key] or "")):
+                if sha_key in params and not is_sha256(params[sha_key]):
                     raise ConfigError(f"config: {key}.params.{sha_key} must be 64 hexadecimal digits, got "
                                       f"{params[sha_key]!r}")
                 if url_key in params and not (isinstance(params[url_key], str) and params[url_key]):
@@ -163,7 +164,7 @@ def _check_dataset(name: str, ds: dict, cfg: dict) -> None:
         elif not arc or not Path(arc).is_file():
             raise MissingDataConfigError(f"config: {where}.ucf_archive.archive: archive not found: {arc!r}")
         sha = ds["ucf_archive"]["sha256"]
-        if sha and not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
+        if sha and not is_sha256(sha):
             raise ConfigError(f"config: {where}.ucf_archive.sha256 must be 64 hexadecimal digits, got {sha!r}")
     official = ds["splits"]["official_dir"]
     if mode != "build" and official:
@@ -186,14 +187,18 @@ def is_url(text: str) -> bool:
     return bool(re.match(r"^(https?|file)://", text or ""))
 
 
+def is_sha256(value) -> bool:
+    return bool(re.fullmatch(r"[0-9a-fA-F]{64}", str(value or "")))
+
+
 def _check_official_source(where: str, official: dict) -> None:
     src = official["source"]
     if not src:
         raise ConfigError(f"config: {where}.splits.official.source: give a base URL or a local folder")
-    if not re.match(r"^https?://", src):
+    folder = local_path(src)
+    if folder is not None:
         from extractors.sources.official import BENCHMARK
 
-        folder = Path(src[len("file://"):] if src.startswith("file://") else src)
         if not ((folder / BENCHMARK).is_dir() or folder.name == BENCHMARK and folder.is_dir()):
             raise ConfigError(f"config: {where}.splits.official.source: no {BENCHMARK}/ folder in {src}")
 
@@ -214,7 +219,8 @@ def _check_leakage_settings(where: str, splits: dict) -> None:
         raise ConfigError(f"config: {where}.splits.vocabularies: unknown vocabulary {unknown}; known: "
                           f"{sorted(VOCABULARIES)}")
     for name, src in splits["vocabularies"].items():
-        if src != "torchvision" and not re.match(r"^https?://", src) and not Path(src).is_file():
+        path = None if src == "torchvision" else local_path(src)
+        if path is not None and not path.is_file():
             raise ConfigError(f"config: {where}.splits.vocabularies.{name}: file not found: {src}")
     if splits["overrides"]:
         try:

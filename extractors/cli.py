@@ -150,10 +150,9 @@ def cmd_official_download_list(a):
     items, problems = download_items({a.variant: read_splits(a.splits)}, a.dataset, annotations)
     write_download_list(a.out, download_rows(items))
     if a.problems:
-        from avzsl.common import atomic_path
+        from avzsl.common import write_text_atomic
 
-        with atomic_path(a.problems, suffix=".txt") as tmp:
-            tmp.write_text("".join(f"{p}\n" for p in problems))
+        write_text_atomic(a.problems, "".join(f"{p}\n" for p in problems))
     if problems:
         logging.getLogger("avzsl").warning("%d video(s) without a time range (whole video listed), e.g. %s",
                                            len(problems), problems[0])
@@ -168,6 +167,7 @@ def cmd_leakage_free_splits(a):
         keep_groups_apart,
         leakage_free_splits,
         read_overrides,
+        write_leakage_report,
     )
     from extractors.sources.manifest import read_class_names, read_manifest
     from extractors.splits import SplitError, SplitRecipe, write_splits
@@ -187,29 +187,9 @@ def cmd_leakage_free_splits(a):
     except (LeakageError, SplitError) as e:
         raise SystemExit(f"leakage-free split for backbone {a.backbone}: {e}") from None
     write_splits(a.out, splits)
-    _write_leakage_report(a.report, a.backbone, matches, splits, report, a.keep_sources_apart)
+    write_leakage_report(a.report, a.backbone, matches, splits, report, a.keep_sources_apart)
     print(json.dumps({"backbone": a.backbone, "covered": {v: len(m) for v, m in matches.items()},
                       "sharing": report.summary()}))
-
-
-def _write_leakage_report(path, backbone, matches, splits, report, kept_apart) -> None:
-    from avzsl.common import atomic_path
-    from extractors.leakage import UNSEEN_STAGES, VOCABULARIES
-
-    lines = [f"# Leakage report: backbone `{backbone}`", "",
-             "Checked: no unseen class is also seen, no video is in two stages, no unseen class is in a "
-             "pre-training vocabulary of the backbone (all passed).", ""]
-    for voc, m in matches.items():
-        lines += [f"## {VOCABULARIES[voc].title}: {len(m)} class(es) covered, kept seen", "",
-                  "| class | label | rule |", "|---|---|---|"]
-        lines += [f"| {c} | {x.label or '(override table)'} | {x.rule} |" for c, x in sorted(m.items())]
-        lines.append("")
-    for stage in UNSEEN_STAGES:
-        lines += [f"{stage}: {', '.join(sorted(splits.classes[stage]))}", ""]
-    lines += [f"Source recordings: {report.summary()}"
-              + (" (keep_sources_apart: shared recordings kept on the training side)." if kept_apart else "."), ""]
-    with atomic_path(path, suffix=".md") as tmp:
-        tmp.write_text("\n".join(lines))
 
 
 def cmd_coverage(a):

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from avzsl import fetching
+from avzsl.common import write_text_atomic
 from extractors.splits import STAGES, SplitError, SplitRecipe, Splits, build_splits
 
 
@@ -336,3 +337,22 @@ def keep_groups_apart(splits: Splits, groups: Mapping[str, str]) -> tuple[Splits
                  source=splits.source)
     out.validate()  # a class left without held-out clips is an error, not a silent drop
     return out, report
+
+
+def write_leakage_report(path: str | Path, backbone: str, matches: Mapping[str, Mapping], splits: Splits,
+                         report: LeakageReport, kept_apart: bool) -> None:
+    """The markdown report written next to a leakage-free split: what each vocabulary covers, the unseen classes,
+    the source-recording sharing."""
+    lines = [f"# Leakage report: backbone `{backbone}`", "",
+             "Checked: no unseen class is also seen, no video is in two stages, no unseen class is in a "
+             "pre-training vocabulary of the backbone (all passed).", ""]
+    for voc, m in matches.items():
+        lines += [f"## {VOCABULARIES[voc].title}: {len(m)} class(es) covered, kept seen", "",
+                  "| class | label | rule |", "|---|---|---|"]
+        lines += [f"| {c} | {x.label or '(override table)'} | {x.rule} |" for c, x in sorted(m.items())]
+        lines.append("")
+    for stage in UNSEEN_STAGES:
+        lines += [f"{stage}: {', '.join(sorted(splits.classes[stage]))}", ""]
+    lines += [f"Source recordings: {report.summary()}"
+              + (" (keep_sources_apart: shared recordings kept on the training side)." if kept_apart else "."), ""]
+    write_text_atomic(path, "\n".join(lines))

@@ -14,6 +14,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from avzsl import workflow_config  # noqa: E402
+from avzsl.fetching import local_path  # noqa: E402
 from extractors.feature_sets import normalize_feature_set  # noqa: E402
 from extractors.splits import split_files  # noqa: E402
 from extractors.text_encoders import (  # noqa: E402
@@ -289,7 +290,8 @@ def leakage_overrides(wildcards):
 def leakage_vocabulary_files(wildcards):
     """The vocabularies given as local files: inputs, so that an edited file rebuilds the split."""
     sources = DATASETS[wildcards.dataset]["splits"]["vocabularies"].values()
-    return [s for s in sources if s != "torchvision" and not re.match(r"^\w+://", s)]
+    paths = [local_path(s) for s in sources if s != "torchvision"]
+    return [str(p) for p in paths if p is not None]
 
 
 def official_class_names(dataset):
@@ -448,20 +450,21 @@ RUN_PATTERN = "{dataset,[^/]+}/{feature_set,[^/]+}/{model,[^/]+}/seed{seed,[0-9]
 
 
 def report_data(wildcards=None):
-    """Per dataset and feature set: the media extraction could not use (datasets extracted here) and the download
-    coverage (datasets fetched from a download list); empty where the rules that write them do not apply.
+    """Per dataset and feature set: the media extraction could not use (datasets extracted here) and the coverage
+    the results table states (coverage_files); empty where the rules that write them do not apply.
     """
-    downloaded = _names({"download"})
+    coverage = coverage_files()
     data = {}
     for ds, d in DATASETS.items():
+        extracted = re.fullmatch(VIDEO_DATASETS, ds)
         for fs in d["feature_sets"]:
-            extracted = re.fullmatch(VIDEO_DATASETS, ds)
-            fetched = re.fullmatch(downloaded, ds)
             data[f"{ds}/{fs}"] = {
                 "failed_media": (
                     f"results/features/{ds}/{fs}/failed_media.tsv" if extracted else ""
                 ),
-                "coverage": f"resources/{ds}/coverage.md" if fetched else "",
+                "coverage": (
+                    str(Path(coverage[ds]).with_suffix(".md")) if ds in coverage else ""
+                ),
             }
     return data
 
