@@ -253,3 +253,48 @@ def test_malformed_ids_are_refused():
         official.parse_ucf_id("ApplyEyeMakeup_01")
     with pytest.raises(OfficialSplitError, match="start seconds"):
         official.parse_vggsound_id("noseconds")
+
+
+def test_activitynet_annotations_are_pinned_by_commit_and_content(tmp_path):
+    import functools
+    import http.server
+    import subprocess
+    import threading
+    import urllib.request
+
+    from extractors.sources.official import (
+        ACTIVITYNET_ANNOTATIONS_URL,
+        OfficialSplitError,
+        git_blob_id,
+        load_activitynet_annotations,
+    )
+
+    assert "/master/" not in ACTIVITYNET_ANNOTATIONS_URL
+    body = json.dumps({"database": {"AAA": {"annotations": [{"segment": [1, 2], "label": "Archery"}]}}}).encode()
+    (tmp_path / "activity_net.v1-3.min.json").write_bytes(body)
+    (tmp_path / "broken.json").write_bytes(b"{not json")
+    blob = subprocess.run(["git", "hash-object", str(tmp_path / "activity_net.v1-3.min.json")], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    assert git_blob_id(body) == blob
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    local = f"http://127.0.0.1:{srv.server_address[1]}/activity_net.v1-3.min.json"
+
+    def to_local(url, timeout=None):  # the pinned GitHub address, answered by the local server
+        return urllib.request.urlopen(local if url == ACTIVITYNET_ANNOTATIONS_URL else url, timeout=timeout)
+
+    try:
+        with pytest.raises(OfficialSplitError, match=f"not the pinned ActivityNet annotation file.*git blob {blob}"):
+            load_activitynet_annotations(ACTIVITYNET_ANNOTATIONS_URL, opener=to_local, retries=1)
+        assert load_activitynet_annotations(local, git_blob=blob)["AAA"]["annotations"][0]["label"] == "Archery"
+        assert "AAA" in load_activitynet_annotations(local)  # another source: no pinned content to check against
+        with pytest.raises(OfficialSplitError, match="git blob"):
+            load_activitynet_annotations(local, git_blob="0" * 40)
+        with pytest.raises(OfficialSplitError, match="not an ActivityNet annotation file"):
+            load_activitynet_annotations(local.replace("activity_net.v1-3.min.json", "broken.json"))
+    finally:
+        srv.shutdown()
+        srv.server_close()

@@ -41,8 +41,11 @@ VARIANTS = {"main": "main_split", "cls": "cls_split"}
 FILE_TABLE = Path(__file__).with_name("avca_official_files.csv")
 VGGSOUND_CLIP_SECONDS = 10
 # ActivityNet 1.3 annotations (train/val segments with labels), as the ActivityNet challenge repository ships them
-ACTIVITYNET_ANNOTATIONS_URL = ("https://raw.githubusercontent.com/activitynet/ActivityNet/master/Evaluation/data/"
-                               "activity_net.v1-3.min.json")
+# at a pinned commit of that repository; the file's git blob id pins its content too (a local copy can be checked the
+# same way: `git hash-object activity_net.v1-3.min.json`)
+ACTIVITYNET_ANNOTATIONS_URL = ("https://raw.githubusercontent.com/activitynet/ActivityNet/"
+                               "82304fa9f4a7219421df13dae6347a445c4cf5bc/Evaluation/data/activity_net.v1-3.min.json")
+ACTIVITYNET_ANNOTATIONS_BLOB = "b0a5a827f7931156dacf1cfe223aa535e8fe673c"
 
 log = logging.getLogger("avzsl.official")
 
@@ -198,15 +201,31 @@ def parse_ucf_id(video_id: str) -> tuple[str, str]:
     return m.group(2), m.group(1)
 
 
+def git_blob_id(data: bytes) -> str:
+    """The id git gives a file with this content (``git hash-object``)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
 def load_activitynet_annotations(source: str | Path, timeout: float = 60, retries: int = 3,
-                                 opener: Callable | None = None) -> dict:
+                                 opener: Callable | None = None, git_blob: str | None = None) -> dict:
     """The ActivityNet 1.3 annotation JSON (``{"database": {<youtube id>: {"annotations": [{"segment": [s, e],
-    "label": ...}, ...], ...}}}``) from a local path, file:// or http(s) URL; returns the ``database`` dict."""
+    "label": ...}, ...], ...}}}``) from a local path, file:// or http(s) URL; returns the ``database`` dict.
+
+    ``git_blob``: the content's expected git blob id; by default the pinned one when ``source`` is the pinned URL."""
+    if git_blob is None and str(source) == ACTIVITYNET_ANNOTATIONS_URL:
+        git_blob = ACTIVITYNET_ANNOTATIONS_BLOB
     try:
-        data = json.loads(fetching.read_bytes(source, "ActivityNet annotation file", timeout=timeout,
-                                              retries=retries, opener=opener))
+        raw = fetching.read_bytes(source, "ActivityNet annotation file", timeout=timeout, retries=retries,
+                                  opener=opener)
     except fetching.FetchError as e:
         raise OfficialSplitError(str(e)) from None
+    if git_blob and git_blob_id(raw) != git_blob:
+        raise OfficialSplitError(f"{source}: content is not the pinned ActivityNet annotation file (git blob "
+                                 f"{git_blob_id(raw)}, expected {git_blob})")
+    try:
+        data = json.loads(raw)
+    except ValueError as e:
+        raise OfficialSplitError(f"{source}: not an ActivityNet annotation file ({e})") from None
     db = data.get("database", data) if isinstance(data, dict) else None
     if not isinstance(db, dict):
         raise OfficialSplitError(f"{source}: not an ActivityNet annotation file (no 'database' mapping)")
