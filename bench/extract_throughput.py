@@ -19,13 +19,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
+from bench.official_layouts import selavi_state, write_c3d, write_selavi, write_vggish
 from extractors.backbones.base import build_feature_set
-from extractors.backbones.c3d import C3DNet
-from extractors.backbones.selavi import SeLaViEncoders
-from extractors.backbones.vggish import VGGishNet
 from extractors.extract import ExtractOptions, extract_shard
 from extractors.media.decode import decode_stream
 from extractors.sources.demo import DemoSpec, generate
@@ -34,32 +31,24 @@ from extractors.sources.manifest import read_manifest, resolve_media
 
 def random_checkpoints(folder: Path) -> dict[str, str]:
     """Random weights in each official layout (SeLaVi's DDP dict, C3D's legacy file, VGGish + its PCA)."""
-    torch.manual_seed(0)
-    nets = SeLaViEncoders()
-    selavi = {f"module.{k.split('.', 1)[0]}_network.base.{k.split('.', 1)[1]}": v for k, v in nets.state_dict().items()}
-    torch.save({"model": selavi}, folder / "selavi_vgg_sound.pth")
-    c3d = C3DNet().state_dict()
-    c3d["fc8.weight"], c3d["fc8.bias"] = torch.randn(487, 4096) * 0.01, torch.zeros(487)
-    torch.save(c3d, folder / "c3d.pickle", _use_new_zipfile_serialization=False)
-    torch.save(VGGishNet().state_dict(), folder / "vggish-10086976.pth")
-    q, _ = np.linalg.qr(np.random.default_rng(0).normal(size=(128, 128)))
-    np.savez(folder / "vggish_pca_params.npz", pca_eigen_vectors=q, pca_means=np.zeros(128))
+    paths = {"selavi": write_selavi(folder / "selavi_vgg_sound.pth", selavi_state()),
+             "c3d": write_c3d(folder / "c3d.pickle"), "vggish": write_vggish(folder)["vggish_embeddings"],
+             "pca": folder / "vggish_pca_params.npz", "r2plus1d_18": folder / "r2plus1d_18.pth",
+             "ast": folder / "ast", "vit_b_32": folder / "vit_b_32.pt"}
     import torchvision
 
-    torch.save(torchvision.models.video.r2plus1d_18(weights=None).state_dict(), folder / "r2plus1d_18.pth")
+    torch.save(torchvision.models.video.r2plus1d_18(weights=None).state_dict(), paths["r2plus1d_18"])
     from transformers import ASTConfig, ASTFeatureExtractor, ASTModel
 
-    ASTModel(ASTConfig()).save_pretrained(folder / "ast")  # AudioSet AST's size: 12 layers, 768 wide, 10.24-s input
-    ASTFeatureExtractor().save_pretrained(folder / "ast")
+    ASTModel(ASTConfig()).save_pretrained(paths["ast"])  # AudioSet AST's size: 12 layers, 768 wide, 10.24-s input
+    ASTFeatureExtractor().save_pretrained(paths["ast"])
     try:
         import open_clip
 
-        torch.save(open_clip.create_model("ViT-B-32").state_dict(), folder / "vit_b_32.pt")
+        torch.save(open_clip.create_model("ViT-B-32").state_dict(), paths["vit_b_32"])
     except ImportError:
         pass
-    return {"ast": str(folder / "ast"), "vit_b_32": str(folder / "vit_b_32.pt"), **{name: str(folder / f) for name, f in [("selavi", "selavi_vgg_sound.pth"), ("c3d", "c3d.pickle"),
-                                                  ("vggish", "vggish-10086976.pth"), ("pca", "vggish_pca_params.npz"),
-                                                  ("r2plus1d_18", "r2plus1d_18.pth")]}}
+    return {name: str(p) for name, p in paths.items()}
 
 
 def feature_sets(w: dict[str, str]) -> dict[str, dict]:

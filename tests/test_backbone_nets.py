@@ -13,10 +13,11 @@ import pytest
 import torch
 from media_fixtures import write_av
 
+from bench.official_layouts import selavi_state, write_c3d, write_selavi, write_vggish
 from extractors.backbones.base import BackboneError, build_backbone, build_feature_set, stream_windows
-from extractors.backbones.c3d import MEAN, STD, C3DNet, normalise
+from extractors.backbones.c3d import MEAN, STD, normalise
 from extractors.backbones.selavi import SPEC_MEAN, SPEC_STD, SeLaViEncoders, log_fbank, reference_starts
-from extractors.backbones.vggish import VGGishNet, log_mel, mel_matrix, postprocess
+from extractors.backbones.vggish import log_mel, mel_matrix, postprocess
 from extractors.checkpoints import CheckpointError, load_checkpoint, load_state_dict, load_strict
 from extractors.extract import ExtractOptions, extract_shard
 from extractors.feature_store import FeatureStore
@@ -26,47 +27,12 @@ from extractors.sources.manifest import ManifestRow, write_manifest
 OPTS = dict(workers=0, progress=False, batch_windows=2, videos_per_load=1, device="cpu")  # compared with CPU runs
 
 
-# ------------------------------------------------------------------------------------------ fabricated checkpoints
-def selavi_state(seed=0) -> dict:
-    torch.manual_seed(seed)
-    nets = SeLaViEncoders()
-    state = {}
-    for k, v in nets.state_dict().items():
-        m, rest = k.split(".", 1)
-        state[f"module.{m}_network.base.{rest}"] = v
-    for i in range(10):  # MLP clustering heads over 309 clusters
-        for m in ("v", "a"):
-            state[f"module.mlp_{m}{i}.block_forward.0.weight"] = torch.randn(512, 512)
-            state[f"module.mlp_{m}{i}.block_forward.0.bias"] = torch.randn(512)
-            state[f"module.mlp_{m}{i}.block_forward.3.weight"] = torch.randn(309, 512)
-    return state
-
-
-def write_selavi(path, state):
-    torch.save({"epoch": 100, "dist": 1, "model": state, "optimizer": {"state": {}, "param_groups": [{"lr": 0.1}]},
-                "selflabels": torch.randint(0, 309, (50, 10)), "amp": None}, path)
-    return path
-
-
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory):
+    """Random weights in the official layouts (bench/official_layouts.py)."""
     d = tmp_path_factory.mktemp("ckpt")
-    out = {"selavi": write_selavi(d / "selavi_vgg_sound.pth", selavi_state())}
-    torch.manual_seed(1)
-    c3d = C3DNet().state_dict()
-    c3d["fc8.weight"], c3d["fc8.bias"] = torch.randn(487, 4096) * 0.01, torch.zeros(487)
-    torch.save(c3d, d / "c3d.pickle", _use_new_zipfile_serialization=False)  # legacy, non-zip
-    out["c3d"] = d / "c3d.pickle"
-    torch.manual_seed(2)
-    vgg = VGGishNet().state_dict()
-    torch.save(vgg, d / "vggish-10086976.pth")  # torchvggish naming: embeddings.*
-    torch.save({k.replace("embeddings.", "fc."): v for k, v in vgg.items()}, d / "pytorch_vggish.pth")
-    out["vggish_embeddings"], out["vggish_fc"] = d / "vggish-10086976.pth", d / "pytorch_vggish.pth"
-    rng = np.random.default_rng(3)
-    q, _ = np.linalg.qr(rng.normal(size=(128, 128)))
-    np.savez(d / "vggish_pca_params.npz", pca_eigen_vectors=q, pca_means=rng.normal(size=128) * 0.1)
-    out["pca"] = d / "vggish_pca_params.npz"
-    return out
+    return {"selavi": write_selavi(d / "selavi_vgg_sound.pth", selavi_state()), "c3d": write_c3d(d / "c3d.pickle"),
+            **write_vggish(d)}
 
 
 def cls_set(ckpt, **vggish):

@@ -147,8 +147,8 @@ def test_the_ucf_main_configuration_runs_on_served_files(tmp_path):
     epochs are cut for time."""
     from gensim.models import FastText
     from gensim.models.fasttext import save_facebook_model
-    from test_backbone_nets import selavi_state, write_selavi
 
+    from bench.official_layouts import selavi_state, write_selavi
     from extractors.weights import sha256_of
 
     archive, official = _fabricate(tmp_path)
