@@ -270,7 +270,7 @@ def evaluate_test(cfg: RunConfig, model_path: str | Path, selection: Selection |
         dataset=cfg.dataset, feature_set=cfg.feature_set, model=cfg.model, display_name=cls.display_name,
         family=cls.family, seed=cfg.seed, **{k: test[k] for k in ("S", "U", "HM", "ZSL")},
         beta=float(selection.beta), best_epoch=int(selection.best_epoch), val=selection.val,
-        modes={m: r.percent() for m, r in res.by_mode.items()},
+        modes={m: r.percent() for m, r in res.by_mode.items()}, primary_mode=model.primary_mode,
         inputs=data.bank.sequence_source if cls.needs_sequences else "mean",
         counts=data.counts, git_sha=git_sha(), code_version=code_version(), config=cfg.to_dict(),
     ).to_dict()

@@ -368,7 +368,11 @@ def runs_page(dataset: str, feature_set: str, runs: Sequence[tuple[str, dict]]) 
 
 
 # ------------------------------------------------------------------------------------------------ all of it
-def _primary_mode(model: str, history: Sequence[dict]) -> str:
+def _primary_mode(result: dict, history: Sequence[dict]) -> str:
+    """The mode the table reports: recorded in test.json; runs from before it was recorded ask the registry."""
+    if result.get("primary_mode"):
+        return result["primary_mode"]
+    model = result["model"]
     try:
         from training.models import get_model_class
 
@@ -411,7 +415,7 @@ def write_report_files(test_jsons: Sequence[str | Path], tables: Sequence[str | 
         stage1 = rd.stage_path(run, 1)
         if (Path(stage1) / rd.LOG).exists():
             history = rd.read_log(stage1)
-            put("curves", rel, curves_svg(history, _primary_mode(r["model"], history),
+            put("curves", rel, curves_svg(history, _primary_mode(r, history),
                                           f"{name}: stage-1 validation", r.get("best_epoch")))
         found = given.get(run, Path(rd.predictions_path(run)))
         if not found.exists():

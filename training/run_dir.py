@@ -120,6 +120,7 @@ class TestResult(_Record):
     best_epoch: int
     val: dict = field(default_factory=dict)
     modes: dict = field(default_factory=dict)
+    primary_mode: str = ""  # the mode of ``modes`` that S, U, HM and ZSL come from
     inputs: str = "mean"
     counts: dict = field(default_factory=dict)
     git_sha: str | None = None
