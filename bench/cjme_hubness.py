@@ -16,31 +16,25 @@ compared under) ranks classes by L2 distance between unnormalised embeddings.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import yaml
 
 from training import engine
 from training import run_dir as rd
 from training.config import RunConfig
 from training.metrics import evaluate
 
-NO_BETA = 1e-10  # a β of exactly 0 would mean "search the grid" to evaluate()
+SCORES = ("S", "U", "HM", "ZSL")
 
 
-def gated_test_embeddings(run: Path) -> tuple[dict, torch.Tensor, torch.Tensor, object]:
+def gated_test_embeddings(run: Path) -> tuple[dict, torch.Tensor, object]:
     """The stage-2 model's test-video embeddings (gated), class-text embeddings, and the test split."""
-    header = yaml.safe_load((run / "stage2" / rd.CONFIG).read_text())
-    cfg = engine.complete_config(RunConfig.from_dict(header["run"]))
+    cfg = engine.complete_config(RunConfig.from_dict(rd.read_header(rd.stage_path(run, 2))["run"]))
     if cfg.model != "cjme":
         raise SystemExit(f"{run}: a {cfg.model!r} run, not CJME")
-    device = torch.device("cpu")
-    data = engine.load_data(cfg, 2, device)
-    model = engine.build_for_data(cfg, data, device)
-    model.load_state_dict(rd.load_model(rd.model_path(run), device)["model"])
+    model, data = engine.load_trained_model(cfg, rd.model_path(run), torch.device("cpu"))
     model.eval()
     split = data.test
     with torch.no_grad():
@@ -56,7 +50,7 @@ def cosine_distance(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 def scores(dist: torch.Tensor, split, beta: float) -> dict:
     r = evaluate(dist, split.class_ids, split.labels, split.seen, split.unseen, beta).percent()
-    return {k: round(r[k], 1) for k in ("S", "U", "HM", "ZSL")}
+    return {k: r[k] for k in SCORES}
 
 
 def hub(dist: torch.Tensor, text: torch.Tensor) -> tuple[float, float]:
@@ -68,15 +62,15 @@ def hub(dist: torch.Tensor, text: torch.Tensor) -> tuple[float, float]:
 
 def report(run: Path) -> dict:
     emb, text, split = gated_test_embeddings(run)
-    test = json.loads((run / rd.TEST).read_text())
+    test = rd.TestResult.read(rd.test_path(run))
     l2 = torch.cdist(emb["gated"], text)
     cos = cosine_distance(emb["gated"], text)
-    published = scores(l2, split, test["beta"])
-    if any(abs(published[k] - test[k]) > 0.05 for k in ("S", "U", "HM", "ZSL")):
-        raise SystemExit(f"{run}: recomputed {published} differs from test.json {test}")
+    published = scores(l2, split, test.beta)
+    if any(abs(published[k] - getattr(test, k)) > 1e-6 for k in SCORES):
+        raise SystemExit(f"{run}: recomputed {published} differs from test.json {test.to_dict()}")
     norms = text.norm(dim=1)
-    return {"run": str(run), "beta": test["beta"], "published": published, "l2_beta0": scores(l2, split, NO_BETA),
-            "cosine_beta0": scores(cos, split, NO_BETA), "hub_l2": hub(l2, text), "hub_cosine": hub(cos, text),
+    return {"run": str(run), "beta": test.beta, "published": published, "l2_beta0": scores(l2, split, 0.0),
+            "cosine_beta0": scores(cos, split, 0.0), "hub_l2": hub(l2, text), "hub_cosine": hub(cos, text),
             "norms": {"audio": float(emb["audio"].norm(dim=1).mean()), "video": float(emb["video"].norm(dim=1).mean()),
                       "text_min": float(norms.min()), "text_max": float(norms.max())},
             "n_classes": len(split.class_ids)}
@@ -92,8 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         p, l2, c = r["published"], r["l2_beta0"], r["cosine_beta0"]
-        print(f"| {Path(r['run']).name} | {r['beta']:.2f} | {p['S']} / {p['U']} / {p['HM']} / {p['ZSL']} "
-              f"| {l2['HM']} / {l2['ZSL']} | {c['HM']} / {c['ZSL']} | {r['hub_l2'][0]:.0f} → {r['hub_cosine'][0]:.0f} "
+        print(f"| {Path(r['run']).name} | {r['beta']:.2f} | {p['S']:.1f} / {p['U']:.1f} / {p['HM']:.1f} / {p['ZSL']:.1f} "
+              f"| {l2['HM']:.1f} / {l2['ZSL']:.1f} | {c['HM']:.1f} / {c['ZSL']:.1f} | {r['hub_l2'][0]:.0f} → {r['hub_cosine'][0]:.0f} "
               f"| {r['hub_l2'][1]:.2f} ({r['norms']['text_min']:.2f}–{r['norms']['text_max']:.2f}) |")
     for key in ("published", "l2_beta0", "cosine_beta0"):
         hm = torch.tensor([r[key]["HM"] for r in rows])

@@ -249,6 +249,14 @@ def train_epoch(model: ZSLModel, data: StageData, sampler: ClassBalancedSampler,
     return {k: float(v) / sampler.n_batches for k, v in sums.items()}
 
 
+def load_trained_model(cfg: RunConfig, model_path: str | Path, device: torch.device) -> tuple[ZSLModel, StageData]:
+    """A stage-2 model's weights in a model built for the stage-2 data, with that data."""
+    data = load_data(cfg, 2, device)
+    model = build_for_data(cfg, data, device)
+    model.load_state_dict(rd.load_model(model_path, device)["model"])
+    return model, data
+
+
 def evaluate_test(cfg: RunConfig, model_path: str | Path, selection: Selection | dict,
                   predictions_out: str | Path | None = None) -> dict:
     """Stage-2 model on the test split with the stage-1 β: the numbers that go into the results table.
@@ -257,9 +265,7 @@ def evaluate_test(cfg: RunConfig, model_path: str | Path, selection: Selection |
     cfg = complete_config(cfg)
     device = resolve_device(cfg.device)
     seed_everything(cfg.seed, cfg.deterministic)
-    data = load_data(cfg, 2, device)
-    model = build_for_data(cfg, data, device)
-    model.load_state_dict(rd.load_model(model_path, device)["model"])
+    model, data = load_trained_model(cfg, model_path, device)
     keep: dict = {}
     res = evaluate_split(model, data, data.test, cfg, beta=float(selection.beta), keep=keep)
     if predictions_out is not None:
