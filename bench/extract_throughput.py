@@ -24,6 +24,7 @@ import torch
 from bench.official_layouts import selavi_state, write_c3d, write_selavi, write_vggish
 from extractors.backbones.base import build_feature_set
 from extractors.extract import ExtractOptions, extract_shard
+from extractors.feature_store import FeatureStore
 from extractors.media.decode import decode_stream
 from extractors.sources.demo import DemoSpec, generate
 from extractors.sources.manifest import read_manifest, resolve_media
@@ -55,8 +56,13 @@ def feature_sets(w: dict[str, str]) -> dict[str, dict]:
     return {
         "handcrafted": {"backbone": "handcrafted", "params": {}},
         "selavi (main)": {"backbone": "selavi", "params": {"weights": w["selavi"]}},
+        "selavi (main, reference)": {"backbone": "selavi", "params": {"weights": w["selavi"], "mode": "reference"}},
         "c3d + vggish (cls)": {"audio": {"backbone": "vggish", "params": {"weights": w["vggish"], "pca": w["pca"]}},
                                "video": {"backbone": "c3d", "params": {"weights": w["c3d"]}}},
+        "c3d + vggish (cls, reference)": {
+            "audio": {"backbone": "vggish", "params": {"weights": w["vggish"], "pca": w["pca"], "mode": "reference"}},
+            "video": {"backbone": "c3d", "params": {"weights": w["c3d"], "mode": "reference",
+                                                    "colour_negative": True}}},
         "torchvision r2plus1d_18 + handcrafted audio": {
             "backbone": "handcrafted", "params": {},
             "video": {"backbone": "torchvision_video", "params": {"model": "r2plus1d_18", "weights": w["r2plus1d_18"]}}},
@@ -72,8 +78,7 @@ def decode_seconds(manifest: Path, fmt) -> tuple[float, float]:
     """(video-seconds decoded, wall seconds) decoding every clip at the input format, nothing else."""
     total, t0 = 0.0, time.perf_counter()
     for row in read_manifest(manifest):
-        for piece in decode_stream(resolve_media(manifest, row), fps=fmt.fps or 1.0, sample_rate=fmt.sample_rate or 16000,
-                                   short_side=fmt.short_side, channels=fmt.channels, chunk_seconds=60.0):
+        for piece in decode_stream(resolve_media(manifest, row), **fmt.decode_options(), chunk_seconds=60.0):
             if piece.final:
                 total += piece.duration
     return total, time.perf_counter() - t0
@@ -102,8 +107,9 @@ def main(argv: list[str] | None = None) -> None:
         print(f"# {platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, device "
               f"{args.device}, {args.precision}, {args.workers} decode worker(s), batch {args.batch_windows} windows; "
               f"{2 * per_class} clips")
-        print("| backbone | video-seconds | pure decode (video-s / s) | extraction (video-s / s) | extraction / decode |")
-        print("|---|---|---|---|---|")
+        print("| backbone | video-seconds | pure decode (video-s / s) | extraction (video-s / s) | extraction / decode "
+              "| windows (audio + video) | extraction (windows / s) |")
+        print("|---|---|---|---|---|---|---|")
         for i, (name, spec) in enumerate(sets.items()):
             if args.only and name not in args.only.split(","):
                 continue
@@ -119,7 +125,10 @@ def main(argv: list[str] | None = None) -> None:
             extract_wall = time.perf_counter() - t0
             assert not stats["failed"], stats
             dec, ext = seconds / decode_wall, seconds / extract_wall
-            print(f"| {name} | {seconds:.1f} | {dec:.1f} | {ext:.2f} | {ext / dec:.3f} |", flush=True)
+            store = FeatureStore(tmp / f"f{i}.h5")
+            windows = sum(int(store.lengths(m).sum()) for m in ("audio", "video"))
+            print(f"| {name} | {seconds:.1f} | {dec:.1f} | {ext:.2f} | {ext / dec:.3f} | {windows} "
+                  f"| {windows / extract_wall:.2f} |", flush=True)
 
 
 if __name__ == "__main__":

@@ -98,10 +98,14 @@ def cmd_merge_features(a):
     from extractors.feature_store import FeatureStore, merge_stores, write_failures_tsv
 
     n = merge_stores(a.shards, a.out)
-    failures = FeatureStore(a.out).failures()
-    logging.getLogger("avzsl").info("merged %d shards: %d videos, %d failed media", len(a.shards), n, len(failures))
+    store = FeatureStore(a.out)
+    failures, notes = store.failures(), store.notes()
+    logging.getLogger("avzsl").info("merged %d shards: %d videos, %d failed media, %d notes", len(a.shards), n,
+                                    len(failures), len(notes))
     if a.failures:
         write_failures_tsv(a.failures, failures)
+    if a.notes:
+        write_failures_tsv(a.notes, notes, header="note")
 
 
 def cmd_build_splits(a):
@@ -346,6 +350,7 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p = sub.add_parser("merge-features", help="join shard stores")
     p.add_argument("--out", required=True)
     p.add_argument("--failures", help="also write failed media as TSV here")
+    p.add_argument("--notes", help="also write the notes on stored videos (e.g. header fallbacks) as TSV here")
     p.add_argument("shards", nargs="+")
     p.set_defaults(func=cmd_merge_features)
 

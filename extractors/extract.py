@@ -139,10 +139,9 @@ class _StreamWindows(IterableDataset):
         fmt, opts = self.backbone.input_format, self.opts
         missing_ok = MODALITIES if opts.missing_modality == "keep" else ()
         try:
-            pieces = decode_stream(resolve_media(self.manifest, row), fps=fmt.fps or 1.0,
-                                   sample_rate=fmt.sample_rate or 16000, short_side=fmt.short_side,
-                                   decoder=opts.decoder, max_seconds=opts.max_seconds, channels=fmt.channels,
-                                   missing_ok=missing_ok, chunk_seconds=opts.chunk_seconds)
+            pieces = decode_stream(resolve_media(self.manifest, row), **fmt.decode_options(), decoder=opts.decoder,
+                                   max_seconds=opts.max_seconds, missing_ok=missing_ok,
+                                   chunk_seconds=opts.chunk_seconds)
             for piece in stream_windows(self.backbone, pieces):
                 yield _Item(row, piece)
         except MediaError as e:
@@ -238,6 +237,7 @@ def _run(manifest: Path, rows: list[ManifestRow], backbone: Backbone, spec: Stor
     queue: dict[str, list[tuple[str, torch.Tensor]]] = {m: [] for m in MODALITIES}
     done: list[VideoFeatures] = []
     failures: list[tuple[str, str]] = []
+    notes: list[tuple[str, str]] = []
     chunk_id = len(list(partial.glob("chunk_*.h5")))
 
     def flush(force: bool) -> None:
@@ -280,16 +280,23 @@ def _run(manifest: Path, rows: list[ManifestRow], backbone: Backbone, spec: Stor
                 p.queued += len(w)
             if item.piece.final:
                 p.final = item.piece
+                notes.extend((vid, n) for n in item.piece.notes)
+                for n in item.piece.notes:
+                    log.info("%s: %s", vid, n)
                 bar.update(1)
         waiting = sum(1 for p in videos.values() if p.final is not None)
         flush(force=waiting >= opts.videos_per_load)
         if len(done) + len(failures) >= opts.chunk_videos:
-            write_store(partial / f"chunk_{chunk_id:05d}.h5", spec, done, failures)
+            # notes of videos not yet committed wait for their chunk
+            ids = {v.video_id for v in done}
+            write_store(partial / f"chunk_{chunk_id:05d}.h5", spec, done, failures,
+                        [n for n in notes if n[0] in ids])
+            notes = [n for n in notes if n[0] not in ids]
             chunk_id += 1
             done, failures = [], []
     flush(force=True)
     if done or failures:
-        write_store(partial / f"chunk_{chunk_id:05d}.h5", spec, done, failures)
+        write_store(partial / f"chunk_{chunk_id:05d}.h5", spec, done, failures, notes)
     bar.close()
 
 

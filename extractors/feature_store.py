@@ -13,6 +13,8 @@ Layout (``format = "avzsl-features"``, ``format_version = 2``)::
     /<m>/present           (N,)    bool    False: the video has no such stream (kept, zero steps) (v2)
                            attrs:  dim, step_seconds (the hop), window_seconds (v2)
     /failed/id, /failed/reason     media that could not be processed, and why
+    /notes/id, /notes/note         how a stored video was read where it departs from the rule (e.g. a header
+                                   without a frame count), one row per note
 
 Sequences are ragged and stored flat so that a VGGSound-size store loads with a handful of reads. Version-1 files
 (no times, no present) are read: their step k spans [k, k+1) * step_seconds and every modality is present.
@@ -132,7 +134,7 @@ def step_map(src_times: np.ndarray, dst_times: np.ndarray) -> np.ndarray:
 
 
 def write_store(path: str | Path, spec: StoreSpec, videos: Iterable[VideoFeatures],
-                failures: Iterable[tuple[str, str]] = ()) -> int:
+                failures: Iterable[tuple[str, str]] = (), notes: Iterable[tuple[str, str]] = ()) -> int:
     """Write a complete store atomically. Returns the number of videos written."""
     videos = list(videos)
     ids = [v.video_id for v in videos]
@@ -177,7 +179,10 @@ def write_store(path: str | Path, spec: StoreSpec, videos: Iterable[VideoFeature
                         times[offsets[i]:offsets[i + 1]] = t
                 mg.create_dataset("offsets", data=offsets)
                 mg.create_dataset("times", data=times)
-        _write_failures(f, list(failures))
+        _write_pairs(f, "failed", "reason", list(failures))
+        notes = list(notes)
+        if notes:
+            _write_pairs(f, "notes", "note", notes)
     return len(videos)
 
 
@@ -190,11 +195,12 @@ def merge_stores(paths: Sequence[str | Path], out: str | Path) -> int:
     for s in stores[1:]:
         if s.config_hash != first.config_hash or s.dims != first.dims or s.has_sequences != first.has_sequences:
             raise FeatureStoreError(f"cannot merge {s.path}: different extractor configuration than {first.path}")
-    videos, failures = [], []
+    videos, failures, notes = [], [], []
     for s in stores:
         videos.extend(s.iter_videos())
         failures.extend(s.failures())
-    return write_store(out, first.spec(), videos, failures)
+        notes.extend(s.notes())
+    return write_store(out, first.spec(), videos, failures, notes)
 
 
 class FeatureStore:
@@ -222,7 +228,8 @@ class FeatureStore:
             self._present = {m: f[f"{m}/present"][()].astype(bool) if f"{m}/present" in f
                              else np.ones(len(f["videos/id"]), bool) for m in MODALITIES}
             self._offsets = {m: f[f"{m}/offsets"][()] for m in MODALITIES if f"{m}/offsets" in f}
-            self._failures = _read_failures(f)
+            self._failures = _read_pairs(f, "failed", "reason")
+            self._notes = _read_pairs(f, "notes", "note")
             self.has_sequences = bool(self.attrs.get("has_sequences", False))
             self._check_structure(f)
         self.config_hash = str(self.attrs.get("config_hash", ""))
@@ -325,6 +332,10 @@ class FeatureStore:
     def failures(self) -> list[tuple[str, str]]:
         return list(self._failures)
 
+    def notes(self) -> list[tuple[str, str]]:
+        """(video id, note) for stored videos read in a way worth knowing (see the extraction report)."""
+        return list(self._notes)
+
     def iter_videos(self) -> Iterable[VideoFeatures]:
         with self._open() as f:
             means = {m: f[f"{m}/mean"][()] for m in MODALITIES}
@@ -368,24 +379,25 @@ def _write_attrs(f: h5py.File, spec: StoreSpec) -> None:
         f.attrs[k] = v
 
 
-def write_failures_tsv(path: str | Path, failures: Sequence[tuple[str, str]]) -> None:
-    """The failed-media list beside a store (``failed_media.tsv``: video_id, reason), for people to read."""
+def write_failures_tsv(path: str | Path, failures: Sequence[tuple[str, str]], header: str = "reason") -> None:
+    """The failed-media list beside a store (``failed_media.tsv``: video_id, reason), for people to read; with
+    ``header="note"`` the notes on stored videos (``media_notes.tsv``)."""
     with atomic_path(path, suffix=".tsv") as tmp:
-        tmp.write_text("video_id\treason\n" + "".join(f"{v}\t{r}\n" for v, r in failures))
+        tmp.write_text(f"video_id\t{header}\n" + "".join(f"{v}\t{r}\n" for v, r in failures))
 
 
-def _write_failures(f: h5py.File, failures: list[tuple[str, str]]) -> None:
-    g = f.create_group("failed")
-    g.create_dataset("id", data=np.array([v for v, _ in failures], dtype=object), dtype=_STR)
-    g.create_dataset("reason", data=np.array([r for _, r in failures], dtype=object), dtype=_STR)
+def _write_pairs(f: h5py.File, group: str, name: str, pairs: list[tuple[str, str]]) -> None:
+    g = f.create_group(group)
+    g.create_dataset("id", data=np.array([v for v, _ in pairs], dtype=object), dtype=_STR)
+    g.create_dataset(name, data=np.array([r for _, r in pairs], dtype=object), dtype=_STR)
 
 
-def _read_failures(f: h5py.File) -> list[tuple[str, str]]:
-    if "failed" not in f:
+def _read_pairs(f: h5py.File, group: str, name: str) -> list[tuple[str, str]]:
+    if group not in f:
         return []
-    ids = [s.decode() if isinstance(s, bytes) else s for s in f["failed/id"][()]]
-    reasons = [s.decode() if isinstance(s, bytes) else s for s in f["failed/reason"][()]]
-    return list(zip(ids, reasons))
+    ids = [s.decode() if isinstance(s, bytes) else s for s in f[f"{group}/id"][()]]
+    texts = [s.decode() if isinstance(s, bytes) else s for s in f[f"{group}/{name}"][()]]
+    return list(zip(ids, texts))
 
 
 def _check_dim(x: np.ndarray, d: int, vid: str, m: str) -> np.ndarray:

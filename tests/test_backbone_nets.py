@@ -16,12 +16,12 @@ from media_fixtures import write_av
 from bench.official_layouts import selavi_state, write_c3d, write_selavi, write_vggish
 from extractors.backbones.base import BackboneError, build_backbone, build_feature_set, stream_windows
 from extractors.backbones.c3d import MEAN, STD, normalise
-from extractors.backbones.selavi import SPEC_MEAN, SPEC_STD, SeLaViEncoders, log_fbank, reference_starts
+from extractors.backbones.selavi import SPEC_MEAN, SPEC_STD, ReferenceGeometry, SeLaViEncoders, log_fbank
 from extractors.backbones.vggish import log_mel, mel_matrix, postprocess
 from extractors.checkpoints import CheckpointError, load_checkpoint, load_state_dict, load_strict
 from extractors.extract import ExtractOptions, extract_shard
 from extractors.feature_store import FeatureStore
-from extractors.media.decode import decode, decode_stream
+from extractors.media.decode import MediaError, decode, decode_stream
 from extractors.sources.manifest import ManifestRow, write_manifest
 
 OPTS = dict(workers=0, progress=False, batch_windows=2, videos_per_load=1, device="cpu")  # compared with CPU runs
@@ -128,8 +128,13 @@ def test_missing_weights_say_where_to_get_them(ckpt):
         build_backbone("vggish")
     with pytest.raises(BackboneError, match=r"vggish_pca_params.npz.*set the parameter 'pca'"):
         build_backbone("vggish", {"weights": str(ckpt["vggish_fc"])})
-    with pytest.raises(BackboneError, match="placement must be one of"):
-        build_backbone("selavi", {"weights": str(ckpt["selavi"]), "placement": "random"})
+    with pytest.raises(BackboneError, match="mode must be one of"):
+        build_backbone("selavi", {"weights": str(ckpt["selavi"]), "mode": "random"})
+    with pytest.raises(BackboneError, match="mode 'reference' fixes fps to 25.0"):
+        build_backbone("c3d", {"weights": str(ckpt["c3d"]), "mode": "reference", "fps": 30})
+    with pytest.raises(BackboneError, match="mode 'reference' fixes rounding"):
+        build_backbone("vggish", {"weights": str(ckpt["vggish_fc"]), "pca": str(ckpt["pca"]), "mode": "reference",
+                                  "rounding": "round"})
 
 
 # ------------------------------------------------------------------------------------------ preprocessing by hand
@@ -166,34 +171,49 @@ def test_selavi_window_data(ckpt, tmp_path):
                         duration=clip.duration)
     spec = b.preprocess(silent, ["audio"])["audio"]
     torch.testing.assert_close(spec, torch.full_like(spec, (math.log(np.finfo(float).eps) - 1.93) / 17.89))
-    ref = build_backbone("selavi", {"weights": str(ckpt["selavi"]), "reference_resize": True})
-    assert ref.input_format.short_side is None
-    full = decode(tmp_path / "a.mp4", fps=30, sample_rate=44100)
+    ref = build_backbone("selavi", {"weights": str(ckpt["selavi"]), "mode": "reference"})
+    fmt = ref.input_format
+    assert (fmt.frames, fmt.sample_format, fmt.short_side) == ("native", "s16", None)
+    full = decode(write_av(tmp_path / "b.mp4", seconds=2.5, size=(80, 60), sample_rate=44100),
+                  **fmt.decode_options())
+    assert full.frame_pts is not None and full.header.frames == len(full.frames)
     v = ref.preprocess(full, ["video"])["video"]
-    assert v.shape == (1, 30, 112, 112, 3) and v.dtype == torch.float32
-    # normalised, not uint8: the two resizes agree up to antialiasing
-    approx = (w["video"].float() / 255 - 0.45) / 0.225
-    assert (v - approx).abs().mean() < 0.5
+    assert v.shape == (1, 30, 112, 112, 3) and v.dtype == torch.float32  # n = int(2.5) - 1 = 1 window
+    with pytest.raises(MediaError, match="places no window in a video under 2 s"):
+        ref.preprocess(decode(tmp_path / "a.mp4", **fmt.decode_options()))
 
 
 def test_selavi_reference_placement():
-    np.testing.assert_allclose(reference_starts(10.0), np.arange(9) * 0.9)  # VGGSound: 9 windows 0.9 s apart
-    np.testing.assert_allclose(reference_starts(7.0), np.arange(6) * 0.6)  # UCF: bunched at the start
-    np.testing.assert_allclose(reference_starts(25.0), np.arange(24) * 24 / 30)
-    assert reference_starts(1.5).tolist() == [0.0]
+    def starts(frames, fps):
+        return ReferenceGeometry(frames, fps, duration=frames * 512).start_frames().tolist()
+
+    assert starts(250, 25.0) == [int(22.5 * i) for i in range(9)]  # VGGSound: 9 windows 0.9 s apart
+    assert starts(210, 30.0) == [18 * i for i in range(6)]  # UCF, 7 s: bunched at the start
+    assert starts(625, 25.0) == [20 * i for i in range(24)]  # 24 windows: n // 10 + 1 = 3
+    # 29.97 fps: the start is truncated to a frame
+    fps = 30000 / 1001
+    assert starts(300, fps) == [int((300 - fps) * (100 * i) / 1000) for i in range(9)]
+    with pytest.raises(MediaError, match="under 2 s"):
+        starts(49, 25.0)
+    # a 25 fps window: the 25 frames in range plus one after, 30 picked by linspace(0, 24, 30): repeats
+    geo = ReferenceGeometry(250, 25.0, duration=250 * 512)
+    clip = type("C", (), {"frame_pts": np.arange(250) * 512, "n_frames": 250})()
+    idx = geo.frame_indices(22, clip)
+    assert idx.tolist()[:8] == [22, 22, 23, 24, 25, 26, 26, 27] and idx[-1] == 22 + 24
+    assert geo.pts_range(22) == (22 * 512, 46 * 512)
 
 
 def test_selavi_reference_placement_streams_like_the_whole_clip(ckpt, tmp_path):
-    b = build_backbone("selavi", {"weights": str(ckpt["selavi"]), "placement": "reference"})
+    b = build_backbone("selavi", {"weights": str(ckpt["selavi"]), "mode": "reference"})
     assert not b.streamable
     path = write_av(tmp_path / "r.mp4", seconds=3.6, fps=10, sample_rate=44100)
-    fmt = b.input_format
-    kw = dict(fps=fmt.fps, sample_rate=fmt.sample_rate, short_side=fmt.short_side)
+    kw = b.input_format.decode_options()
     whole = b.preprocess(decode(path, **kw))
     pieces = list(stream_windows(b, decode_stream(path, chunk_seconds=1.0, **kw)))
     assert len(pieces) > 2 and all(not p.windows for p in pieces[:-1])
     last = pieces[-1].windows
-    np.testing.assert_allclose(whole.times["video"][:, 0], [0, 0.26])  # n = 2, spacing 2.6 / 10
+    # 36 frames at 10 fps: n = 2, window 1 at int((36 - 10) * 100 / 1000) = frame 2
+    np.testing.assert_allclose(whole.times["video"][:, 0], [0, 0.2])
     for m in ("audio", "video"):
         np.testing.assert_allclose(last.times[m], whole.times[m])
         torch.testing.assert_close(last[m], whole[m])
@@ -381,10 +401,10 @@ def test_selavi_reference_placement_through_extraction(ckpt, tmp_path):
     f = write_av(tmp_path / "r.mp4", seconds=3.6, fps=10, size=(64, 48), sample_rate=44100)
     out = tmp_path / "ref.h5"
     extract_shard(_manifest(tmp_path, [f]), 0, 1, "selavi",
-                  {"weights": str(ckpt["selavi"]), "placement": "reference"}, out,
+                  {"weights": str(ckpt["selavi"]), "mode": "reference"}, out,
                   ExtractOptions(chunk_seconds=1.0, **OPTS))
     steps = FeatureStore(out).video_steps("r")
     for m in ("audio", "video"):
         seq, times = steps[m]
         assert seq.shape == (2, 512)
-        np.testing.assert_allclose(times, [[0, 1], [0.26, 1.26]])  # n = int(3.6) - 1 = 2, spaced (3.6 - 1) / 10
+        np.testing.assert_allclose(times, [[0, 1], [0.2, 1.2]])  # n = int(36 / 10) - 1 = 2, frames 0 and 2

@@ -62,6 +62,23 @@ def test_each_benchmark_config_plans_the_whole_chain(workdir, name, expected, we
     assert cfg["text"]["encoder"] == "fasttext"  # the reference's embeddings (docs/text-encoders.md)
 
 
+@pytest.mark.parametrize("name", ["ucf_main", "ucf_cls", "activitynet_main", "activitynet_cls", "vggsound_main",
+                                  "vggsound_cls"])
+def test_each_benchmark_config_extracts_in_the_reference_mode(name):
+    """Regenerated benchmark features must be the released ones: every backbone of every feature set the config
+    extracts resolves (defaults applied) to mode 'reference' (docs/backbones.md)."""
+    from extractors.backbones.base import backbone_class
+    from extractors.feature_sets import normalize_feature_set
+
+    cfg = yaml.safe_load((EXAMPLES / f"{name}.yaml").read_text())
+    used = {fs for ds in cfg["datasets"].values() for fs in ds["feature_sets"]}
+    assert used
+    for fs in used:
+        for m, entry in normalize_feature_set(cfg["feature_sets"][fs], fs).items():
+            resolved = {**backbone_class(entry["backbone"]).default_params, **entry["params"]}
+            assert resolved["mode"] == "reference", f"{name}: feature_sets.{fs}.{m} ({entry['backbone']})"
+
+
 @pytest.mark.parametrize("dataset", ["UCF", "ActivityNet", "VGGSound"])
 def test_each_released_config_plans_the_import(workdir, shared_splits, dataset):
     name = {"UCF": "ucf", "ActivityNet": "activitynet", "VGGSound": "vggsound"}[dataset]

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from extractors.feature_sets import BackboneError, normalize_feature_set
-from extractors.media.decode import Clip
+from extractors.media.decode import FRAME_MODES, INTERPOLATIONS, RESAMPLERS, SAMPLE_FORMATS, Clip
 
 MODALITIES = ("audio", "video")
 ENTRY_POINT_GROUP = "avzsl.backbones"
@@ -106,18 +106,36 @@ class ModalitySpec:
 @dataclass(frozen=True)
 class InputFormat:
     """What decoding must deliver. Video: frames at ``fps``, resized so the short side is ``short_side`` (None: as
-    decoded). Audio: ``sample_rate``; ``channels`` ``"downmix"`` is FFmpeg's standard mono down-mix (the reference
-    extractions' ``ffmpeg -ac 1``), ``"mean"`` the plain average of all channels (LFE included, as VGGish's
-    preprocessing does)."""
+    decoded); ``frames="native"``: every decoded frame at full size with its timestamp, and the container header
+    (``Clip.frame_pts``, ``Clip.header``); ``frames="fps_filter"``: FFmpeg's ``fps`` filter exactly;
+    ``interpolation``: swscale's filter for the RGB conversion (``"BICUBIC"``: OpenCV's). Audio: ``sample_rate``; ``channels`` ``"downmix"`` is FFmpeg's standard
+    mono down-mix (the reference extractions' ``ffmpeg -ac 1``), ``"mean"`` the plain average of all channels (LFE
+    included, as VGGish's preprocessing does); ``sample_format="s16"`` quantises to 16-bit integers in FFmpeg (a
+    decoder asked for ``pcm_s16le``); ``resampler="resampy"`` resamples the whole signal with resampy instead of
+    FFmpeg (see :func:`extractors.media.decode.decode_stream`)."""
 
     fps: float | None = None
     short_side: int | None = None
     sample_rate: int | None = None
     channels: str = "downmix"
+    frames: str = "resampled"
+    sample_format: str = "float"
+    resampler: str = "ffmpeg"
+    interpolation: str | None = None
 
     def __post_init__(self):
         if self.channels not in ("downmix", "mean"):
             raise BackboneError(f"channels must be 'downmix' or 'mean', got {self.channels!r}")
+        for name, allowed in (("frames", FRAME_MODES), ("sample_format", SAMPLE_FORMATS), ("resampler", RESAMPLERS),
+                              ("interpolation", INTERPOLATIONS)):
+            if getattr(self, name) not in allowed:
+                raise BackboneError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+
+    def decode_options(self) -> dict:
+        """The keyword arguments of :func:`extractors.media.decode.decode_stream` this format asks for."""
+        return {"fps": self.fps or 1.0, "sample_rate": self.sample_rate or 16000, "short_side": self.short_side,
+                "channels": self.channels, "frames": self.frames, "sample_format": self.sample_format,
+                "resampler": self.resampler, "interpolation": self.interpolation}
 
 
 class Windows(dict):
@@ -170,13 +188,25 @@ class Backbone(nn.Module):
         video (windows are cut at those starts while decoding), unless the backbone sets ``streamable = False``."""
         return window_times(duration, self.specs[modality])
 
+    def notes(self, clip: Clip) -> list[str]:
+        """What a person should know about how this whole decoded clip was read (e.g. a rule that stood in for a
+        missing header field); recorded with the video in the store's notes."""
+        return []
+
+    def plan_clip(self, modality: str, clip: Clip) -> np.ndarray:
+        """The windows of ``modality`` in a whole decoded clip (or its final piece: ``n_frames``, ``n_samples``,
+        ``header`` and ``duration`` then describe the whole video). Default: :meth:`plan` of its duration; a
+        backbone whose placement needs more (the header, the frame count) overrides this and sets
+        ``streamable = False``."""
+        return self.plan(modality, clip.duration)
+
     # ---------------------------------------------------------------- provided
     def preprocess(self, clip: Clip, modalities: Sequence[str] | None = None) -> Windows:
         """Every window of a whole decoded clip, per modality (default: the backbone's modalities that the clip
         has): the tensors, and their (start, end) times in ``.times``."""
         out = Windows()
         for m in modalities or [m for m in self.modalities if clip.has(m)]:
-            times = self.plan(m, clip.duration)
+            times = self.plan_clip(m, clip)
             out[m], out.times[m] = self.window_data(clip, m, times[:, 0]), times
         return out
 
@@ -229,9 +259,11 @@ class Combined(Backbone):
         self.parts = nn.ModuleDict({"audio": audio, "video": video})
         self.modalities = MODALITIES
         self.specs = {"audio": audio.specs["audio"], "video": video.specs["video"]}
-        self.input_format = InputFormat(fps=video.input_format.fps, short_side=video.input_format.short_side,
-                                        sample_rate=audio.input_format.sample_rate,
-                                        channels=audio.input_format.channels)
+        vf, af = video.input_format, audio.input_format
+        self.input_format = InputFormat(fps=vf.fps, short_side=vf.short_side, frames=vf.frames,
+                                        interpolation=vf.interpolation,
+                                        sample_rate=af.sample_rate, channels=af.channels,
+                                        sample_format=af.sample_format, resampler=af.resampler)
 
     @property
     def streamable(self) -> bool:
@@ -239,6 +271,12 @@ class Combined(Backbone):
 
     def plan(self, modality, duration):
         return self.parts[modality].plan(modality, duration)
+
+    def plan_clip(self, modality, clip):
+        return self.parts[modality].plan_clip(modality, clip)
+
+    def notes(self, clip):
+        return [n for m in MODALITIES for n in self.parts[m].notes(clip)]
 
     def window_data(self, clip, modality, starts):
         return self.parts[modality].window_data(clip, modality, starts)
@@ -329,6 +367,7 @@ class WindowPiece:
     counts: dict[str, int] | None = None
     duration: float | None = None
     missing: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 def stream_windows(backbone: Backbone, pieces) -> Iterator[WindowPiece]:
@@ -341,6 +380,7 @@ def stream_windows(backbone: Backbone, pieces) -> Iterator[WindowPiece]:
     """
     frames: list[np.ndarray] = []
     audio: list[np.ndarray] = []
+    pts: list[np.ndarray] = []  # frame timestamps, with frames="native"
     frame_start = sample_start = 0
     n_frames = n_samples = 0
     next_k = dict.fromkeys(MODALITIES, 0)
@@ -355,12 +395,14 @@ def stream_windows(backbone: Backbone, pieces) -> Iterator[WindowPiece]:
         buf = Clip(frames=np.concatenate(frames) if len(frames) > 1 else frames[0], fps=piece.fps,
                    audio=np.concatenate(audio) if len(audio) > 1 else audio[0], sample_rate=piece.sample_rate,
                    duration=piece.duration, frame_start=frame_start, sample_start=sample_start,
-                   missing=piece.missing)
+                   missing=piece.missing, header=piece.header,
+                   frame_pts=None if piece.frame_pts is None else np.concatenate(pts + [piece.frame_pts]))
         frames, audio = [buf.frames], [buf.audio]
+        pts = [] if buf.frame_pts is None else [buf.frame_pts]
         out = Windows()
         counts = None
         if piece.final:
-            plans = {m: backbone.plan(m, piece.duration) for m in present}
+            plans = {m: backbone.plan_clip(m, buf) for m in present}
             counts = {m: len(plans[m]) if m in plans else 0 for m in backbone.modalities}
         elif not backbone.streamable:
             plans = {}
@@ -384,7 +426,8 @@ def stream_windows(backbone: Backbone, pieces) -> Iterator[WindowPiece]:
             if len(times):
                 out[m], out.times[m] = backbone.window_data(buf, m, times[:, 0]), times
                 next_k[m] += len(times)
-        yield WindowPiece(out, piece.final, counts, piece.duration if piece.final else None, piece.missing)
+        yield WindowPiece(out, piece.final, counts, piece.duration if piece.final else None, piece.missing,
+                          tuple(backbone.notes(buf)) if piece.final else ())
         if piece.final:
             return
         # keep only what the next windows can read
@@ -398,6 +441,7 @@ def stream_windows(backbone: Backbone, pieces) -> Iterator[WindowPiece]:
         keep_frame, keep_sample = max(keep_frame, frame_start), max(keep_sample, sample_start)
         frames = [buf.frames[keep_frame - frame_start:]]
         audio = [buf.audio[keep_sample - sample_start:]]
+        pts = [] if buf.frame_pts is None else [buf.frame_pts[keep_frame - frame_start:]]
         frame_start, sample_start = keep_frame, keep_sample
     if fmt is None or not fmt.final:
         raise ValueError("the decoded pieces ended without a final piece")

@@ -26,6 +26,7 @@ from extractors.backbones.base import (
     resize_crop,
 )
 from extractors.checkpoints import load_state_dict, load_strict
+from extractors.media.decode import MediaError
 
 WHERE = ("get c3d.pickle (C3D trained on Sports-1M, from the c3d-pytorch repository, DavideA/c3d-pytorch, whose "
          "README links it)")
@@ -33,6 +34,7 @@ WHERE = ("get c3d.pickle (C3D trained on Sports-1M, from the c3d-pytorch reposit
 MEAN = (0.43216, 0.394666, 0.37645)
 STD = (0.22803, 0.22145, 0.216989)
 ORDERS = ("bgr", "rgb")
+MODES = ("clean", "reference")
 
 
 class C3DNet(nn.Module):
@@ -71,18 +73,32 @@ def load_c3d(path) -> C3DNet:
 class C3D(Backbone):
     name = "c3d"
     weights_param = "weights"
-    default_params = {"weights": None, "channel_order": "bgr", "colour_negative": False, "fps": 25.0,
-                      "decode_short_side": 128}
+    default_params = {"weights": None, "mode": "clean", "channel_order": "bgr", "colour_negative": False,
+                      "fps": 25.0, "decode_short_side": 128}
     DIM = 4096
     FRAMES = 16
     RESIZE = (128, 171)
     CROP = 112
+    # what the reference mode fixes (the clean mode's parameters that it overrides)
+    REFERENCE = {"channel_order": "bgr", "fps": 25.0, "decode_short_side": None}
 
-    def __init__(self, weights, channel_order, colour_negative, fps, decode_short_side):
-        super().__init__(weights=weights, channel_order=channel_order, colour_negative=colour_negative, fps=fps,
-                         decode_short_side=decode_short_side)
+    def __init__(self, weights, mode, channel_order, colour_negative, fps, decode_short_side):
+        super().__init__(weights=weights, mode=mode, channel_order=channel_order, colour_negative=colour_negative,
+                         fps=fps, decode_short_side=decode_short_side)
+        if mode not in MODES:
+            raise BackboneError(f"backbone 'c3d': mode must be one of {MODES}, got {mode!r}")
         if channel_order not in ORDERS:
             raise BackboneError(f"backbone 'c3d': channel_order must be one of {ORDERS}, got {channel_order!r}")
+        self.reference = mode == "reference"
+        if self.reference:
+            given = {"channel_order": channel_order, "fps": fps, "decode_short_side": decode_short_side}
+            for key, value in given.items():
+                if value != self.default_params[key] and value != self.REFERENCE[key]:
+                    raise BackboneError(f"backbone 'c3d': mode 'reference' fixes {key} to "
+                                        f"{self.REFERENCE[key]!r}; remove {key} ({value!r}) or use mode 'clean'")
+            channel_order, fps, decode_short_side = (self.REFERENCE[k] for k in ("channel_order", "fps",
+                                                                                  "decode_short_side"))
+            self.streamable = False  # the number of clips is the number of frames decoded
         self.net = load_c3d(require_weights("c3d", weights, WHERE))
         self.bgr = channel_order == "bgr"
         self.negative = bool(colour_negative)
@@ -91,12 +107,27 @@ class C3D(Backbone):
         self.modalities = ("video",)
         self.specs = {"video": ModalitySpec(window, window, self.DIM)}
         # the decoder scales (aspect kept) to this short side first; None: full size, one resize to 128x171 here
-        self.input_format = InputFormat(fps=self.fps, short_side=int(decode_short_side) if decode_short_side else None)
+        if self.reference:  # the fps=25 conversion, read back as OpenCV converts frames (bicubic chroma)
+            self.input_format = InputFormat(fps=self.fps, frames="fps_filter", interpolation="BICUBIC")
+        else:
+            self.input_format = InputFormat(fps=self.fps,
+                                            short_side=int(decode_short_side) if decode_short_side else None)
 
     def plan(self, modality, duration):
         """Every frame in a clip: ceil(frames / 16) clips, the last one cut at the end of the video."""
-        spec = self.specs[modality]
-        n = max(1, math.ceil(duration * self.fps / self.FRAMES - 1e-6))
+        return self._clips(max(1, math.ceil(duration * self.fps / self.FRAMES - 1e-6)), duration)
+
+    def plan_clip(self, modality, clip):
+        if not self.reference:
+            return self.plan(modality, clip.duration)
+        # the reference: clips from frame 0 every 16 frames while frames remain (range(0, frames, 16))
+        n = math.ceil(clip.n_frames / self.FRAMES)
+        if n == 0:
+            raise MediaError("no video frames at 25 fps")
+        return self._clips(n, clip.n_frames / self.fps)
+
+    def _clips(self, n: int, duration: float) -> np.ndarray:
+        spec = self.specs["video"]
         starts = np.arange(n) * spec.hop_seconds
         return np.stack([starts, np.minimum(starts + spec.window_seconds, max(duration, 0.0))], 1)
 
@@ -112,11 +143,35 @@ class C3D(Backbone):
         if self.negative:
             frames = (256 - frames.astype(np.int16)) % 256
             frames = frames.astype(np.uint8)
-        x = normalise(resize_crop(frames, self.RESIZE, (self.CROP, self.CROP)), self.bgr)
+        crops = reference_resize_crop(frames) if self.reference else resize_crop(frames, self.RESIZE,
+                                                                                  (self.CROP, self.CROP))
+        x = normalise(crops, self.bgr)
         return x * torch.from_numpy(real)[:, :, None, None, None]
 
     def embed(self, modality, x):
         return self.net(x.float().permute(0, 4, 1, 2, 3))
+
+
+def reference_resize(frames: np.ndarray) -> np.ndarray:
+    """uint8 (..., H, W, 3) -> uint8 (..., 128, 171, 3): Pillow's bilinear resize to exactly 128x171 (aspect
+    ignored), as the reference's ``torchvision.transforms.Resize((128, 171))`` on a PIL image."""
+    from PIL import Image
+
+    h, w = C3D.RESIZE
+    flat = frames.reshape(-1, *frames.shape[-3:])
+    out = np.empty((len(flat), h, w, 3), np.uint8)
+    for i, f in enumerate(flat):
+        out[i] = np.asarray(Image.fromarray(np.ascontiguousarray(f), "RGB").resize((w, h), Image.BILINEAR))
+    return out.reshape(*frames.shape[:-3], h, w, 3)
+
+
+def reference_resize_crop(frames: np.ndarray) -> torch.Tensor:
+    """:func:`reference_resize`, then ``CenterCrop(112)``, whose offsets are round((128 - 112) / 2) = 8 and
+    round((171 - 112) / 2) = 30."""
+    h, w = C3D.RESIZE
+    c = C3D.CROP
+    top, left = int(round((h - c) / 2.0)), int(round((w - c) / 2.0))
+    return torch.from_numpy(np.ascontiguousarray(reference_resize(frames)[..., top:top + c, left:left + c, :]))
 
 
 def normalise(frames: torch.Tensor, bgr: bool = True) -> torch.Tensor:

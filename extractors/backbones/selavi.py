@@ -18,6 +18,7 @@ videos).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -35,13 +36,14 @@ from extractors.backbones.base import (
     resize_crop,
 )
 from extractors.checkpoints import load_state_dict, load_strict
+from extractors.media.decode import MediaError
 
 WHERE = ("download https://dl.fbaipublicfiles.com/selavi/selavi_vgg_sound.pth (SeLaVi trained on VGG-Sound; "
          "selavi_{ave,kinetics_sound,kinetics}.pth have the same layout)")
 HEADS = ("mlp_v", "mlp_a")  # the clustering heads: not part of the features
 VIDEO_MEAN, VIDEO_STD = 0.45, 0.225
 SPEC_MEAN, SPEC_STD = 1.93, 17.89
-PLACEMENTS = ("consecutive", "reference")
+MODES = ("clean", "reference")
 
 
 def video_encoder() -> nn.Module:
@@ -125,7 +127,7 @@ def log_fbank(wav: np.ndarray, sample_rate: int, fbank: np.ndarray, win: float =
 class SeLaVi(Backbone):
     name = "selavi"
     weights_param = "weights"
-    default_params = {"weights": None, "placement": "consecutive", "reference_resize": False}
+    default_params = {"weights": None, "mode": "clean"}
     DIM = 512
     FPS = 30.0
     FRAMES = 30
@@ -134,43 +136,49 @@ class SeLaVi(Backbone):
     N_FILTERS = 257
     N_FFT = 1024
 
-    def __init__(self, weights, placement, reference_resize):
-        super().__init__(weights=weights, placement=placement, reference_resize=reference_resize)
-        if placement not in PLACEMENTS:
-            raise BackboneError(f"backbone 'selavi': placement must be one of {PLACEMENTS}, got {placement!r}")
+    def __init__(self, weights, mode):
+        super().__init__(weights=weights, mode=mode)
+        if mode not in MODES:
+            raise BackboneError(f"backbone 'selavi': mode must be one of {MODES}, got {mode!r}")
         path = require_weights("selavi", weights, WHERE)
         self.nets = load_selavi(path)
-        self.placement = placement
-        self.reference_resize = bool(reference_resize)
-        self.streamable = placement == "consecutive"
+        self.reference = mode == "reference"
+        # the reference's placement needs the header and every frame's timestamp: the whole video
+        self.streamable = not self.reference
         self.modalities = ("audio", "video")
         self.specs = {m: ModalitySpec(1.0, 1.0, self.DIM) for m in self.modalities}
-        # reference_resize: decode at full size, resize the normalised float frames here (without antialiasing)
-        self.input_format = InputFormat(fps=self.FPS, short_side=None if self.reference_resize else self.SIZE,
-                                        sample_rate=self.SAMPLE_RATE, channels="downmix")
+        if self.reference:
+            self.input_format = InputFormat(frames="native", sample_rate=self.SAMPLE_RATE, channels="downmix",
+                                            sample_format="s16")
+        else:
+            self.input_format = InputFormat(fps=self.FPS, short_side=self.SIZE, sample_rate=self.SAMPLE_RATE,
+                                            channels="downmix")
         self.fbank = fbank_matrix(self.N_FILTERS, self.N_FFT, self.SAMPLE_RATE)
 
-    def plan(self, modality, duration):
-        if self.placement == "consecutive":
-            return super().plan(modality, duration)
-        starts = reference_starts(duration)
-        return np.stack([starts, np.minimum(starts + 1.0, max(duration, 0.0))], 1).astype(np.float64)
+    def notes(self, clip):
+        if not self.reference or clip.header is None or not clip.header.average_rate:
+            return []
+        return list(ReferenceGeometry.of(clip).fallbacks)
+
+    def plan_clip(self, modality, clip):
+        if not self.reference:
+            return self.plan(modality, clip.duration)
+        geo = ReferenceGeometry.of(clip)
+        starts = geo.start_frames() / geo.fps
+        return np.stack([starts, np.minimum(starts + 1.0, max(clip.duration, 0.0))], 1).astype(np.float64)
 
     def window_data(self, clip, modality, starts):
+        if self.reference:
+            geo = ReferenceGeometry.of(clip)
+            first = np.rint(np.asarray(starts) * geo.fps).astype(int)
+            if modality == "audio":
+                return torch.from_numpy(np.stack([self.reference_spectrogram(clip, geo.audio_start(f, clip))
+                                                  for f in first])[:, None])
+            return torch.stack([reference_video_input(clip.frames[geo.frame_indices(f, clip)])
+                                for f in first])
         if modality == "audio":
             return torch.from_numpy(np.stack([self.spectrogram(clip, s) for s in starts])[:, None])
-        frames = frames_at(clip, starts, self.FRAMES)
-        if not self.reference_resize:
-            return resize_crop(frames, (self.SIZE,), (self.SIZE, self.SIZE))
-        x = (torch.from_numpy(np.ascontiguousarray(frames)).float() / 255.0 - VIDEO_MEAN) / VIDEO_STD
-        lead, (h, w) = x.shape[:-3], x.shape[-3:-1]
-        x = x.reshape(-1, h, w, 3).permute(0, 3, 1, 2)
-        scale = self.SIZE / min(h, w)
-        size = (max(self.SIZE, int(round(h * scale))), max(self.SIZE, int(round(w * scale))))
-        x = F.interpolate(x, size=size, mode="bilinear", align_corners=False, antialias=False)
-        top, left = (size[0] - self.SIZE) // 2, (size[1] - self.SIZE) // 2
-        x = x[..., top:top + self.SIZE, left:left + self.SIZE].permute(0, 2, 3, 1)
-        return x.reshape(*lead, self.SIZE, self.SIZE, 3).contiguous()
+        return resize_crop(frames_at(clip, starts, self.FRAMES), (self.SIZE,), (self.SIZE, self.SIZE))
 
     def spectrogram(self, clip, start: float) -> np.ndarray:
         """(257, 99) z-normalised log filter bank of the second of audio from ``start``; like the reference, a
@@ -187,6 +195,17 @@ class SeLaVi(Backbone):
         spec = log_fbank(seg, rate, self.fbank, n_fft=self.N_FFT).T
         return ((spec - SPEC_MEAN) / SPEC_STD).astype(np.float32)
 
+    def reference_spectrogram(self, clip, first: int) -> np.ndarray:
+        """The reference's (257, 99) input from sample ``first`` of the whole 16-bit mono track: the log filter
+        bank in float64, cast to float32, then z-normalised in float32."""
+        rate = clip.sample_rate
+        wav = np.round(clip.audio.astype(np.float64) * 32768.0)  # exactly the 16-bit integers
+        seg = wav[first:first + rate]
+        if len(seg) != rate:
+            raise MediaError(f"{len(wav)} audio samples: the reference needs one second ({rate}) for a window")
+        spec = log_fbank(seg, rate, self.fbank, n_fft=self.N_FFT).astype(np.float32).T
+        return (spec - np.float32(SPEC_MEAN)) / np.float32(SPEC_STD)
+
     def embed(self, modality, x):
         if modality == "audio":
             return self.nets.audio(x.float())
@@ -196,10 +215,93 @@ class SeLaVi(Backbone):
         return self.nets.video(x.float())
 
 
-def reference_starts(duration: float) -> np.ndarray:
-    """Window starts of the reference extraction: n = int(D) - 1 windows, window i at
-    (D - 1) * i / (10 * (n // 10 + 1)) seconds (one window at 0 when n < 1)."""
-    n = int(duration + 1e-6) - 1
-    if n < 1:
-        return np.zeros(1)
-    return (duration - 1.0) * np.arange(n) / (10.0 * (n // 10 + 1))
+# ------------------------------------------------------------------------------------------ the reference
+@dataclass(frozen=True)
+class ReferenceGeometry:
+    """Where the AVCA/TCaF SeLaVi extraction puts its windows, from the container header as it reads it:
+    ``frames`` (the header's frame count), ``fps`` (its average rate) and ``duration`` (the stream's duration in
+    its time base). A header without a frame count or duration gets one from what decoded (``fallbacks`` says
+    which); the reference itself gives such a video no window."""
+
+    frames: int
+    fps: float
+    duration: int
+    fallbacks: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, clip) -> ReferenceGeometry:
+        h = clip.header
+        if h is None or not h.average_rate:
+            raise MediaError("no video stream header with an average frame rate: the reference placement needs one")
+        fps = float(h.average_rate)
+        frames, duration, fallbacks = h.frames, h.duration, []
+        if frames <= 0:
+            frames = clip.n_frames
+            fallbacks.append(f"header has no frame count: {frames} decoded frames used")
+        if duration is None or duration <= 0:
+            # the frame count at the average rate, in the stream's time base
+            duration = int(round(frames / fps / float(h.time_base)))
+            fallbacks.append(f"header has no duration: {frames} frames at {fps:g} fps used")
+        return cls(frames, fps, duration, tuple(fallbacks))
+
+    def count(self) -> int:
+        return int(self.frames / self.fps) - 1
+
+    def start_frames(self) -> np.ndarray:
+        """Window i of n = int(frames / fps) - 1 starts at the integer frame
+        int((frames - fps) * (100 i) / ((n // 10 + 1) * 1000))."""
+        n = self.count()
+        if n < 1:
+            raise MediaError(f"{self.frames} frames at {self.fps:g} fps by the header: the reference extraction "
+                             "places no window in a video under 2 s")
+        delta = max(self.frames - self.fps, 0)
+        return np.array([int(delta * (i * 100) / (((n // 10) + 1) * 1000)) for i in range(n)], np.int64)
+
+    def pts_range(self, first: int) -> tuple[int, int]:
+        """The timestamps (stream time base) of the window's first and last native frame."""
+        step = self.duration / self.frames
+        return int(first * step), int((first + self.fps - 1) * step)
+
+    def frame_indices(self, first: int, clip) -> np.ndarray:
+        """Indices into ``clip.frames`` of the 30 frames of the window starting at frame ``first``: the frames
+        whose timestamps fall in the window's range, plus the first one after it, then 30 picked by
+        ``linspace(0, fps - 1, 30)`` (truncated, clamped to the last)."""
+        lo, hi = self.pts_range(first)
+        pts = clip.frame_pts
+        after = np.nonzero(pts > hi)[0]
+        stop = after[0] + 1 if len(after) else len(pts)
+        chosen: dict[int, int] = {}
+        for k in range(stop):  # by timestamp; a repeated timestamp keeps its last frame
+            if pts[k] >= lo:
+                chosen[int(pts[k])] = k
+        if not chosen:
+            raise MediaError(f"the window at frame {first} (timestamps {lo}-{hi}) has no decoded frame; the header "
+                             f"says {self.frames} frames, {clip.n_frames} decoded")
+        idx = np.array([chosen[p] for p in sorted(chosen)])
+        pick = torch.linspace(0, self.fps - 1, SeLaVi.FRAMES).clamp(0, len(idx) - 1).long().numpy()
+        return idx[pick]
+
+    def audio_start(self, first: int, clip) -> int:
+        """The window's first audio sample: round(first / fps * rate), moved back to end with the track if the
+        second would reach past it."""
+        rate = clip.sample_rate
+        start = int(np.round(first / self.fps * rate))
+        if start + rate > clip.n_samples:
+            start = clip.n_samples - rate
+        return start
+
+
+def reference_video_input(frames: np.ndarray) -> torch.Tensor:
+    """(30, H, W, 3) uint8 -> (30, 112, 112, 3) float, as the reference: /255, minus the mean, over the std, then
+    the short side scaled to 112 (the long side floored) with bilinear interpolation without antialiasing, then a
+    centre crop at ceil((L - 112) / 2)."""
+    size = SeLaVi.SIZE
+    x = torch.from_numpy(np.ascontiguousarray(frames)).float() / 255.0
+    x = ((x - torch.tensor([VIDEO_MEAN] * 3)) / torch.tensor([VIDEO_STD] * 3)).permute(0, 3, 1, 2).contiguous()
+    h, w = x.shape[-2:]
+    if not ((w <= h and w == size) or (h <= w and h == size)):
+        new = (int(math.floor(h / w * size)), size) if w < h else (size, int(math.floor(w / h * size)))
+        x = F.interpolate(x, size=new, mode="bilinear", align_corners=False)
+        h, w = new
+    top, left = int(math.ceil((h - size) / 2)), int(math.ceil((w - size) / 2))
+    return x[:, :, top:top + size, left:left + size].permute(0, 2, 3, 1).contiguous()

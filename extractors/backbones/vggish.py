@@ -30,6 +30,7 @@ from extractors.backbones.base import (
     require_weights,
 )
 from extractors.checkpoints import CheckpointError, load_checkpoint, load_state_dict, load_strict
+from extractors.media.decode import MediaError
 
 WHERE = ("get pytorch_vggish.pth from the audioset-vggish-tensorflow-to-pytorch port (tcvrick) or vggish-10086976.pth "
          "from torchvggish (harritaylor)")
@@ -37,6 +38,7 @@ WHERE_PCA = ("get vggish_pca_params.npz (AudioSet VGGish, from the tensorflow/mo
              "instructions), or set embedding: raw")
 EMBEDDINGS = ("quantized", "pca", "raw")
 ROUNDINGS = ("truncate", "round")
+MODES = ("clean", "reference")
 SAMPLE_RATE = 16000
 WIN, HOP, N_FFT = 400, 160, 512  # 25 ms, 10 ms; FFT length: the next power of two
 N_MELS, FMIN, FMAX = 64, 125.0, 7500.0
@@ -130,18 +132,32 @@ def postprocess(emb: torch.Tensor, vecs: torch.Tensor, means: torch.Tensor, quan
 class VGGish(Backbone):
     name = "vggish"
     weights_param = "weights"
-    default_params = {"weights": None, "pca": None, "embedding": "quantized", "rounding": "truncate",
-                      "final_relu": True, "hop_seconds": None}
+    default_params = {"weights": None, "pca": None, "mode": "clean", "embedding": "quantized",
+                      "rounding": "truncate", "final_relu": True, "hop_seconds": None}
     DIM = 128
     WINDOW = 0.96
+    # what the reference mode fixes
+    REFERENCE = {"embedding": "quantized", "rounding": "truncate", "final_relu": True, "hop_seconds": None}
 
-    def __init__(self, weights, pca, embedding, rounding, final_relu, hop_seconds):
-        super().__init__(weights=weights, pca=pca, embedding=embedding, rounding=rounding, final_relu=final_relu,
-                         hop_seconds=hop_seconds)
+    def __init__(self, weights, pca, mode, embedding, rounding, final_relu, hop_seconds):
+        super().__init__(weights=weights, pca=pca, mode=mode, embedding=embedding, rounding=rounding,
+                         final_relu=final_relu, hop_seconds=hop_seconds)
+        if mode not in MODES:
+            raise BackboneError(f"backbone 'vggish': mode must be one of {MODES}, got {mode!r}")
         if embedding not in EMBEDDINGS:
             raise BackboneError(f"backbone 'vggish': embedding must be one of {EMBEDDINGS}, got {embedding!r}")
         if rounding not in ROUNDINGS:
             raise BackboneError(f"backbone 'vggish': rounding must be one of {ROUNDINGS}, got {rounding!r}")
+        self.reference = mode == "reference"
+        if self.reference:
+            given = {"embedding": embedding, "rounding": rounding, "final_relu": final_relu,
+                     "hop_seconds": hop_seconds}
+            for key, value in given.items():
+                if value != self.REFERENCE[key]:
+                    raise BackboneError(f"backbone 'vggish': mode 'reference' fixes {key} to "
+                                        f"{self.REFERENCE[key]!r}; remove {key} ({value!r}) or use mode 'clean'")
+            # resampy resamples the whole track, and the examples are those of the whole track
+            self.streamable = False
         self.rounding = rounding
         self.net = load_vggish(require_weights("vggish", weights, WHERE), bool(final_relu))
         self.embedding = embedding
@@ -151,10 +167,26 @@ class VGGish(Backbone):
             self.register_buffer("pca_means", torch.from_numpy(means), persistent=False)
         self.modalities = ("audio",)
         self.specs = {"audio": ModalitySpec(self.WINDOW, float(hop_seconds or self.WINDOW), self.DIM)}
-        self.input_format = InputFormat(sample_rate=SAMPLE_RATE, channels="mean")
+        if self.reference:
+            self.input_format = InputFormat(sample_rate=SAMPLE_RATE, channels="mean", sample_format="s16",
+                                            resampler="resampy")
+        else:
+            self.input_format = InputFormat(sample_rate=SAMPLE_RATE, channels="mean")
         self.mel = mel_matrix()
         # an example's 96 frames reach 15 ms past its 0.96 s
         self.read_seconds = ((EXAMPLE_FRAMES - 1) * HOP + WIN) / SAMPLE_RATE
+
+    def plan_clip(self, modality, clip):
+        if not self.reference:
+            return self.plan(modality, clip.duration)
+        # the reference frames the whole track: 1 + (S - 400) // 160 log-mel frames, 96 per example
+        frames = 1 + (clip.n_samples - WIN) // HOP if clip.n_samples >= WIN else 0
+        n = 1 + (frames - EXAMPLE_FRAMES) // EXAMPLE_FRAMES if frames >= EXAMPLE_FRAMES else 0
+        if n == 0:
+            raise MediaError(f"{clip.n_samples / SAMPLE_RATE:.3f} s of audio: shorter than one VGGish example "
+                             f"({self.read_seconds} s), the reference gives no features")
+        starts = np.arange(n) * self.WINDOW
+        return np.stack([starts, starts + self.WINDOW], 1)
 
     def window_data(self, clip, modality, starts):
         wav = audio_windows(clip.audio, clip.sample_rate, starts, self.read_seconds, clip.sample_start)
@@ -167,4 +199,3 @@ class VGGish(Backbone):
         if self.embedding == "raw":
             return emb
         return postprocess(emb, self.pca_vecs, self.pca_means, self.embedding == "quantized", self.rounding)
-

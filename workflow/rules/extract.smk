@@ -79,6 +79,7 @@ rule merge_features:
     output:
         features="results/features/{dataset}/{feature_set}/features.h5",
         failures="results/features/{dataset}/{feature_set}/failed_media.tsv",
+        notes="results/features/{dataset}/{feature_set}/media_notes.tsv",
     log:
         "logs/merge_features/{dataset}/{feature_set}.log",
     wildcard_constraints:
@@ -90,7 +91,7 @@ rule merge_features:
         runtime=30,
     shell:
         "python -m training.cli --quiet --threads {threads} merge-features --out {output.features:q}"
-        " --failures {output.failures:q} {input:q} > {log:q} 2>&1"
+        " --failures {output.failures:q} --notes {output.notes:q} {input:q} > {log:q} 2>&1"
 
 
 rule import_released_features:
