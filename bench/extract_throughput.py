@@ -56,10 +56,10 @@ def feature_sets(w: dict[str, str]) -> dict[str, dict]:
     return {
         "handcrafted": {"backbone": "handcrafted", "params": {}},
         "selavi (main)": {"backbone": "selavi", "params": {"weights": w["selavi"]}},
-        "selavi (main, reference)": {"backbone": "selavi", "params": {"weights": w["selavi"], "mode": "reference"}},
+        "selavi (main; reference)": {"backbone": "selavi", "params": {"weights": w["selavi"], "mode": "reference"}},
         "c3d + vggish (cls)": {"audio": {"backbone": "vggish", "params": {"weights": w["vggish"], "pca": w["pca"]}},
                                "video": {"backbone": "c3d", "params": {"weights": w["c3d"]}}},
-        "c3d + vggish (cls, reference)": {
+        "c3d + vggish (cls; reference)": {
             "audio": {"backbone": "vggish", "params": {"weights": w["vggish"], "pca": w["pca"], "mode": "reference"}},
             "video": {"backbone": "c3d", "params": {"weights": w["c3d"], "mode": "reference",
                                                     "colour_negative": True}}},

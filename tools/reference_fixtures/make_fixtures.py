@@ -660,7 +660,9 @@ def main() -> None:
     mf_path = args.out / "manifest.json"
     manifest = json.loads(mf_path.read_text()) if mf_path.exists() else {}
     manifest.setdefault("clips", {})
-    clip_info = json.loads((args.clips / "clips.json").read_text())
+    # make_clips.py's record of the clips; a folder of other clips has none
+    info_file = args.clips / "clips.json"
+    clip_info = json.loads(info_file.read_text()) if info_file.exists() else {}
 
     if "selavi" in only:
         mods = selavi_setup(args.avca, args.selavi_ffmpeg or imageio_ffmpeg.get_ffmpeg_exe())
