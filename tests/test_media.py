@@ -4,6 +4,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from media_fixtures import write_av
 
 from extractors.backbones import build_backbone
 from extractors.backbones.base import frame_windows, window_starts
@@ -138,3 +139,24 @@ def test_unknown_backbone_parameter():
         build_backbone("handcrafted", {"n_melz": 40})
     with pytest.raises(ValueError, match="unknown backbone"):
         build_backbone("nope")
+
+
+def test_fps_filter_rounds_like_ffmpeg_and_header_is_read(tmp_path):
+    """``frames="fps_filter"``: a frame's output slot is round(t * fps) with halves up (FFmpeg's AV_ROUND_NEAR_INF),
+    so at 24 -> 25 fps the frame at 0.5 s starts slot 13 and slot 12 repeats frame 11; the nearest-frame rule
+    (``resampled``) gives slot 12 to the frame at 0.5 s."""
+    from fractions import Fraction
+
+    from extractors.media.decode import _fps_slot
+
+    assert _fps_slot(Fraction(1, 2), 25) == 13 and _fps_slot(Fraction(11, 24), 25) == 11
+    assert _fps_slot(Fraction(1, 10), 25) == 3  # 2.5 -> 3: halves go up
+    path = write_av(tmp_path / "v24.mp4", seconds=1.0, fps=24, size=(32, 24))
+    exact = decode(path, fps=25, sample_rate=16000, frames="fps_filter")
+    near = decode(path, fps=25, sample_rate=16000)
+    assert len(exact.frames) == len(near.frames) == 25  # round((23/24 + 1/24) * 25) = 25 slots
+    np.testing.assert_array_equal(exact.frames[12], exact.frames[11])
+    assert not np.array_equal(near.frames[12], near.frames[11])
+    native = decode(path, fps=25, sample_rate=16000, frames="native")
+    assert len(native.frames) == 24 and native.header.frames == 24 and native.header.average_rate == 24
+    assert native.fps == 24.0 and np.all(np.diff(native.frame_pts) > 0)
