@@ -61,8 +61,8 @@ def _serve(folder: Path, fail_first: int):
     return srv, state
 
 
-def _fabricate(root: Path) -> tuple[Path, Path]:
-    """The archive (zip) and an official-style split folder (AVCA format) for its classes."""
+def _fabricate(root: Path, seconds: float = 1.2) -> tuple[Path, Path]:
+    """The archive (zip) and an official-style split folder (AVCA format) for its classes; clips of ``seconds``."""
     tree = root / "src"
     videos = []
     for i, (cls, n) in enumerate(GROUPS.items()):
@@ -72,7 +72,7 @@ def _fabricate(root: Path) -> tuple[Path, Path]:
             vid = f"v_{cls}_g{g:02d}_c01"
             videos.append((vid, cls, f"{cls}_g{g:02d}"))
             if vid != MISSING:
-                write_av(d / f"{vid}.avi", seconds=1.2, fps=5, size=(32, 24), seed=10 * i + g)
+                write_av(d / f"{vid}.avi", seconds=seconds, fps=5, size=(32, 24), seed=10 * i + g)
     served = root / "served"
     served.mkdir()
     archive = served / "UCF101.zip"
@@ -151,7 +151,8 @@ def test_the_ucf_main_configuration_runs_on_served_files(tmp_path):
     from bench.official_layouts import selavi_state, write_selavi
     from extractors.weights import sha256_of
 
-    archive, official = _fabricate(tmp_path)
+    # SeLaVi's reference mode places int(frames / fps) - 1 windows: 12 frames at 5 fps give one
+    archive, official = _fabricate(tmp_path, seconds=2.4)
     served = archive.parent
     write_selavi(served / "selavi_vgg_sound.pth", selavi_state())
     words = [c.lower() for c in ("apply eye makeup archery baby crawling bowling diving drumming").split()]
