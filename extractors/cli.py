@@ -64,7 +64,7 @@ def cmd_extract(a):
 def cmd_download(a):
     from extractors.sources.download import DownloadOptions, download
 
-    opts = DownloadOptions(**a.options)
+    opts = DownloadOptions.from_dict(a.options)
     print(json.dumps(download(a.list, a.manifest, a.unavailable, a.videos, opts, a.shard, a.shards)))
 
 
@@ -91,7 +91,28 @@ def cmd_fetch_weights(a):
 
     if a.record and Path(a.record) != sidecar(a.out):
         raise SystemExit(f"--record must be {sidecar(a.out)} (where the record of --out is written), got {a.record}")
-    print(json.dumps(fetch(a.url, a.out, a.sha256 or None, a.where, retries=a.retries, backoff=a.backoff)))
+    print(json.dumps(fetch(a.url, a.out, a.sha256 or None, a.where, retries=a.retries, backoff=a.backoff,
+                           limits=_limits(a, deadline=None))))
+
+
+def _limits(a, deadline: float | None):
+    """The download limits of a fetching command (avzsl.fetching.Limits); ``deadline``: the default of --deadline."""
+    from avzsl.fetching import Limits
+
+    given = deadline if a.deadline is None else (a.deadline or None)
+    return Limits(timeout=a.timeout, min_rate=a.min_rate, rate_window=a.rate_window, deadline=given,
+                  retry_after_cap=a.retry_after_cap)
+
+
+def _limit_args(p: argparse.ArgumentParser, deadline: str) -> None:
+    p.add_argument("--timeout", type=float, default=60, help="seconds one connect or read may wait")
+    p.add_argument("--min-rate", type=float, default=10_000,
+                   help="bytes/s averaged over --rate-window below which a download is stopped (0: none)")
+    p.add_argument("--rate-window", type=float, default=60, help="seconds the --min-rate is averaged over")
+    p.add_argument("--deadline", type=float, default=None,
+                   help=f"seconds the whole fetch may take, retries included (0: none; default {deadline})")
+    p.add_argument("--retry-after-cap", type=float, default=300,
+                   help="the longest Retry-After of a 429/503 answer waited for (longer: stop, run again later)")
 
 
 def cmd_merge_features(a):
@@ -132,7 +153,7 @@ def cmd_official_splits(a):
     from extractors.sources.official import fetch_official, official_class_names, official_splits
     from extractors.splits import write_splits
 
-    root = fetch_official(a.cache, a.source or None, [a.dataset], retries=a.retries)
+    root = fetch_official(a.cache, a.source or None, [a.dataset], retries=a.retries, limits=_limits(a, 600))
     splits = official_splits(root, a.dataset, a.variant)
     write_splits(a.out, splits)
     if a.class_names:
@@ -311,6 +332,7 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--record", help="where the workflow expects the record (checked: always <out>.json)")
     p.add_argument("--retries", type=int, default=0, help="further tries after a network error or HTTP 5xx/429")
     p.add_argument("--backoff", type=float, default=5.0, help="seconds before the first retry, doubled each time")
+    _limit_args(p, "none")
     p.set_defaults(func=cmd_fetch_weights)
 
     p = sub.add_parser("download", help="clips of a download list through yt-dlp; manifest and unavailable.tsv")
@@ -378,6 +400,7 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--retries", type=int, default=3)
     p.add_argument("--out", required=True, help="split folder to write")
     p.add_argument("--class-names", help="also write the class-name table (original,manual) of the official files")
+    _limit_args(p, "600")
     p.set_defaults(func=cmd_official_splits)
 
     p = sub.add_parser("official-download-list", help="download list of an official split folder")

@@ -11,16 +11,34 @@ workflow imports this module to build its DAG.
 
 from __future__ import annotations
 
+import csv
+import http.client
+import io
 import json
 import os
+import re
 import shutil
+import struct
+import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 from avzsl.common import file_digest, write_json_atomic
-from avzsl.fetching import FetchError, describe, local_path, with_retries
+from avzsl.fetching import (
+    LARGE_FILE_LIMITS,
+    Clock,
+    FetchError,
+    Limits,
+    copy_body,
+    describe,
+    html_error,
+    is_html_answer,
+    local_path,
+    with_retries,
+)
 
 RESERVED = ("url", "sha256")  # params handled here, never passed to a backbone
 WEIGHTS_PARAM = "weights"
@@ -37,10 +55,14 @@ def sha256_of(path: str | Path) -> str:
 
 
 def fetch(url: str, out: str | Path, sha256: str | None = None, where: str = "weights", timeout: float = 60,
-          retries: int = 0, backoff: float = 5.0) -> dict:
+          retries: int = 0, backoff: float = 5.0, limits: Limits | None = None,
+          sleep: Callable[[float], None] | None = None) -> dict:
     """Bring ``url`` to ``out`` (atomically) and write ``out``.json; returns the record. ``where`` names the config
-    key in messages. ``retries``: further tries after a network error or an HTTP 5xx/429 answer, ``backoff``
-    seconds apart, doubled each time; each try resumes the partial file."""
+    key in messages. ``retries``: further tries after a transient failure (network error, HTTP 5xx/429, a body
+    shorter than announced, an HTML page, a trickle below ``limits.min_rate``), ``backoff`` seconds apart, doubled
+    each time, or what ``Retry-After`` asks; each try resumes the partial file when that is safe (:func:`_download`).
+    ``limits`` (default :data:`avzsl.fetching.LARGE_FILE_LIMITS` with ``timeout``): the deadlines. Before the file
+    gets its final name it must pass the format check of its kind (:func:`check_format`) and the digest."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
@@ -48,39 +70,247 @@ def fetch(url: str, out: str | Path, sha256: str | None = None, where: str = "we
     if local is not None:
         if not local.is_file():
             raise WeightsError(f"{where}.url: local weight file not found: {local}")
+        _discard(partial)
         shutil.copyfile(local, partial)
     else:
+        if limits is None:
+            limits = Limits(timeout=timeout, min_rate=LARGE_FILE_LIMITS.min_rate,
+                            rate_window=LARGE_FILE_LIMITS.rate_window, deadline=LARGE_FILE_LIMITS.deadline)
+        clock = Clock(url, limits)
         try:
-            with_retries(lambda: _download(url, partial, timeout), retries, backoff)
+            with_retries(lambda: _download(url, partial, limits, clock), retries, backoff, sleep,
+                         limits.retry_after_cap, clock)
         except FetchError as e:
-            raise WeightsError(f"{e} (the partial file is kept and the next run resumes it)"
-                               if e.transient else str(e)) from None
+            if not e.transient:
+                raise WeightsError(str(e)) from None
+            kept = ("the partial file is kept and the next run resumes it" if partial.is_file()
+                    else "the next run tries again")
+            raise WeightsError(f"{e} ({kept})") from None
+    try:
+        check_format(partial, out.name, url)
+    except WeightsError:
+        _discard(partial)
+        raise
     digest = sha256_of(partial)
     if sha256 and digest != sha256.lower():
-        partial.unlink()
+        _discard(partial)
         raise WeightsError(f"{where}.sha256: {url} has sha256 {digest}, the configuration says {sha256.lower()}; "
                            "the download was discarded (fix the url or the digest)")
     record = {"source": url, "file": out.name, "size": partial.stat().st_size, "sha256": digest}
     os.replace(partial, out)
+    _partial_meta(partial).unlink(missing_ok=True)
     write_json_atomic(sidecar(out), record)
     return record
 
 
-def _download(url: str, partial: Path, timeout: float) -> None:
-    """One try, resuming ``partial`` with a Range request where the server supports it."""
-    have = partial.stat().st_size if partial.exists() else 0
-    req = urllib.request.Request(url, headers={"Range": f"bytes={have}-"} if have else {})
+# ------------------------------------------------------------------------------------------------ one download
+def _partial_meta(partial: Path) -> Path:
+    """``<file>.partial.json``: the url and validator (ETag or Last-Modified) the partial file belongs to."""
+    return Path(str(partial) + ".json")
+
+
+def _discard(partial: Path) -> None:
+    partial.unlink(missing_ok=True)
+    _partial_meta(partial).unlink(missing_ok=True)
+
+
+def _read_meta(partial: Path) -> dict:
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as resp:
-            resumed = have and resp.status == 206
-            with open(partial, "ab" if resumed else "wb") as f:
-                shutil.copyfileobj(resp, f, 1 << 20)
-    except urllib.error.HTTPError as e:
-        if e.code == 416 and have:  # already complete
-            return
-        raise describe(url, e) from None
-    except (urllib.error.URLError, OSError) as e:
-        raise describe(url, e) from None
+        meta = json.loads(_partial_meta(partial).read_text())
+        return meta if isinstance(meta, dict) else {}
+    except (OSError, ValueError):
+        return {}
+
+
+def _validator(resp) -> str | None:
+    """What ``If-Range`` may send back: a strong ETag, else Last-Modified (a weak ETag may not be used there)."""
+    etag = resp.headers.get("ETag")
+    if etag and not etag.startswith("W/"):
+        return etag
+    return resp.headers.get("Last-Modified")
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
+    """``bytes a-b/n`` -> (a, b, n) and ``bytes */n`` -> (None, None, n); None where absent or unreadable."""
+    m = re.fullmatch(r"\s*bytes\s+(?:(\d+)-(\d+)|\*)/(\d+|\*)\s*", value or "")
+    if not m:
+        return None, None, None
+    a, b, n = m.groups()
+    return (int(a) if a else None, int(b) if b else None, int(n) if n and n != "*" else None)
+
+
+def _download(url: str, partial: Path, limits: Limits, clock: Clock) -> None:
+    """One try. A ``partial`` is resumed (``Range`` with ``If-Range``) only when its sidecar names this url and a
+    validator; the answer must fit it (a 206 starting exactly at its end, a 416 saying its size is the whole file),
+    else the partial is discarded and the download starts again from byte 0. The body must be as long as announced
+    (:func:`avzsl.fetching.copy_body`); a short one stays as a partial to resume, when it can be."""
+    for _ in range(2):  # a resume the server does not honour as asked: once more from byte 0
+        have = partial.stat().st_size if partial.is_file() else 0
+        meta = _read_meta(partial)
+        if have and (meta.get("url") != url or not meta.get("validator")):
+            _discard(partial)  # another url's, or nothing to check a resume against
+            have = 0
+        headers = {"Range": f"bytes={have}-", "If-Range": meta["validator"]} if have else {}
+        req = urllib.request.Request(url, headers=headers)
+        try:
+            with urllib.request.urlopen(req, timeout=clock.timeout()) as resp:
+                if is_html_answer(url, resp):
+                    raise html_error(url)
+                if have and resp.status == 206:
+                    first, _, total = _content_range(resp.headers.get("Content-Range"))
+                    if first != have:
+                        _discard(partial)  # not the continuation asked for
+                        continue
+                    with open(partial, "ab") as f:
+                        copy_body(url, resp, f, limits, clock)
+                    if total is not None and partial.stat().st_size != total:
+                        raise FetchError(f"cannot download {url}: {partial.stat().st_size} bytes after the resume, "
+                                         f"the server says {total}", True)
+                    return
+                if resp.status == 206:  # a range nobody asked for
+                    raise FetchError(f"cannot download {url}: HTTP 206 to a request without a range", True)
+                _discard(partial)
+                write_json_atomic(_partial_meta(partial), {"url": url, "validator": _validator(resp)})
+                with open(partial, "wb") as f:
+                    try:
+                        copy_body(url, resp, f, limits, clock)
+                    except FetchError:
+                        if not _validator(resp):  # cannot be resumed safely
+                            f.close()
+                            _discard(partial)
+                        raise
+                return
+        except urllib.error.HTTPError as e:
+            if e.code == 416 and have:
+                _, _, total = _content_range(e.headers.get("Content-Range") if e.headers else None)
+                if total == have:  # the partial is the whole file
+                    return
+                _discard(partial)
+                continue
+            raise describe(url, e) from None
+        except FetchError:
+            raise
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+            raise describe(url, e) from None
+    raise FetchError(f"cannot download {url}: the server does not resume as asked, even from byte 0", True)
+
+
+# ------------------------------------------------------------------------------------------------ format checks
+CHECKPOINTS = (".pth", ".pt", ".pickle", ".pkl", ".ckpt")
+ARCHIVES = (".zip", ".rar", ".tar", ".tgz", ".tar.gz", ".tar.bz2", ".tar.xz", ".tbz2", ".txz", ".7z")
+FASTTEXT_MAGIC = 793712314  # int32, little-endian, at the start of a fastText .bin
+
+
+def check_format(path: str | Path, name: str, url: str) -> str | None:
+    """Check that ``path`` (to be named ``name``, fetched from ``url``) is what its name says; returns the check
+    made (None: a kind without one). :class:`WeightsError` naming the url and the failed check otherwise."""
+    path, lower = Path(path), name.lower()
+    reason, kind = None, None
+    if _looks_like_html(path) and not lower.endswith((".html", ".htm")):
+        reason, kind = "it is an HTML page", "a " + (Path(lower).suffix.lstrip(".") or "file") + " file"
+    elif lower.endswith(CHECKPOINTS):
+        kind, reason = "a checkpoint", _checkpoint_problem(path)
+    elif lower.endswith(ARCHIVES):
+        kind, reason = "an archive", _archive_problem(path, lower)
+    elif lower.endswith(".npz"):
+        kind, reason = "an .npz file", _npz_problem(path)
+    elif lower.endswith((".csv", ".json", ".txt", ".tsv")):
+        kind, reason = f"a {Path(lower).suffix} file", _text_problem(path, Path(lower).suffix)
+    elif lower.endswith(".bin"):
+        kind, reason = "a fastText or word2vec .bin", _bin_problem(path)
+    else:
+        return None
+    if reason:
+        raise WeightsError(f"{url}: not {kind} ({reason}); the download was discarded (check the url; the next run "
+                           "downloads it again)")
+    return kind
+
+
+def _looks_like_html(path: Path) -> bool:
+    with open(path, "rb") as f:
+        head = f.read(512).lstrip().lower()
+    return head.startswith((b"<!doctype html", b"<html", b"<head", b"<body"))
+
+
+def _checkpoint_problem(path: Path) -> str | None:
+    from extractors.checkpoints import CheckpointError, load_checkpoint  # torch: only here
+
+    try:
+        load_checkpoint(path, numpy_arrays=True)
+    except CheckpointError as e:
+        text = " ".join(str(e).split()).replace(f"{path}: ", "").replace(str(path), path.name)
+        m = re.search(r"it is not a plain tensor checkpoint \((.*?)\), and loading", text)
+        return f"torch.load(weights_only=True) refused it: {m.group(1) if m else text}"[:300]
+    return None
+
+
+def _archive_problem(path: Path, lower: str) -> str | None:
+    import tarfile
+    import zipfile
+
+    try:
+        if lower.endswith(".zip"):  # its directory is at the end: a zip cut short has none
+            if not zipfile.is_zipfile(path):
+                return "it does not list: no zip central directory (cut short, or not a zip)"
+            with zipfile.ZipFile(path) as z:
+                z.namelist()
+            return None
+        if ".tar" in lower or lower.endswith((".tgz", ".tbz2", ".txz")):
+            with tarfile.open(path) as t:
+                t.getmembers()
+            return None
+    except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as e:
+        return f"it does not list: {type(e).__name__}: {str(e)[:200]}"
+    listers = [cmd for cmd in (["bsdtar", "-tf"], ["lsar", "-t"]) if shutil.which(cmd[0])]
+    if not listers:
+        return None  # no program that lists it here: the extraction will tell
+    errors = []
+    for cmd in listers:
+        r = subprocess.run([*cmd, str(path)], capture_output=True, text=True, errors="replace")
+        if r.returncode == 0 and not (cmd[0] == "lsar" and "truncated" in r.stdout.lower()):
+            return None
+        errors.append(f"{cmd[0]}: {' '.join((r.stderr or r.stdout).split())[:200]}")
+    return "it does not list: " + "; ".join(errors)
+
+
+def _npz_problem(path: Path) -> str | None:
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            for key in z.files:
+                z[key]
+    except Exception as e:  # noqa: BLE001 - whatever numpy or zipfile says: a damaged or wrong file
+        return f"it does not load with allow_pickle=False: {type(e).__name__}: {str(e)[:200]}"
+    return None
+
+
+def _text_problem(path: Path, suffix: str) -> str | None:
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as e:
+        return f"it is not UTF-8 text: {e}"
+    if suffix == ".json":
+        try:
+            json.loads(text)
+        except ValueError as e:
+            return f"it does not parse as JSON: {e}"
+    elif suffix in (".csv", ".tsv"):
+        try:
+            list(csv.reader(io.StringIO(text), delimiter="\t" if suffix == ".tsv" else ","))
+        except csv.Error as e:
+            return f"it does not parse as {suffix[1:].upper()}: {e}"
+    return None
+
+
+def _bin_problem(path: Path) -> str | None:
+    with open(path, "rb") as f:
+        head = f.read(64)
+    if len(head) >= 4 and struct.unpack("<i", head[:4])[0] == FASTTEXT_MAGIC:
+        return None
+    if re.match(rb"\d+ \d+\r?\n", head):  # a word2vec binary's "count dim" header
+        return None
+    return f"it does not begin with the fastText magic number {FASTTEXT_MAGIC} nor a word2vec header"
 
 
 def sidecar(path: str | Path) -> Path:

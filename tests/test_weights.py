@@ -23,7 +23,19 @@ from extractors.weights import (
     weight_targets,
 )
 
-PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+
+def _checkpoint_bytes() -> bytes:
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({"w": torch.arange(262_144, dtype=torch.float32)}, buf)
+    return buf.getvalue()
+
+
+PAYLOAD = _checkpoint_bytes()  # a real checkpoint of 1 MiB: the format check loads it
+ETAG = '"v1"'
 
 
 class _Server(http.server.ThreadingHTTPServer):
@@ -31,19 +43,23 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
-    """Serves PAYLOAD at /w.pth (honouring ``Range: bytes=N-``), 404 elsewhere."""
+    """Serves PAYLOAD at /w.pth with an ETag (honouring ``Range: bytes=N-`` with a matching ``If-Range``), 404
+    elsewhere."""
 
     def do_GET(self):  # noqa: N802 - the http.server interface
         if self.path != "/w.pth":
             self.send_error(404, "Not Found")
             return
         start = 0
-        if self.headers.get("Range"):
+        if self.headers.get("Range") and self.headers.get("If-Range") == ETAG:
             self.server.ranges.append(self.headers["Range"])
             start = int(self.headers["Range"].removeprefix("bytes=").rstrip("-"))
         body = PAYLOAD[start:]
         self.send_response(206 if start else 200)
         self.send_header("Content-Length", str(len(body)))
+        self.send_header("ETag", ETAG)
+        if start:
+            self.send_header("Content-Range", f"bytes {start}-{len(PAYLOAD) - 1}/{len(PAYLOAD)}")
         self.end_headers()
         self.wfile.write(body)
 
@@ -86,7 +102,7 @@ def test_an_unavailable_file_is_an_error_that_says_why(server, tmp_path):
     _, base = server
     with pytest.raises(WeightsError, match=r"cannot download .*/missing\.pth: HTTP 404"):
         fetch(f"{base}/missing.pth", tmp_path / "m.pth")
-    with pytest.raises(WeightsError, match=r"cannot download .*the next run resumes it"):
+    with pytest.raises(WeightsError, match=r"cannot download .*the next run tries again"):
         fetch("http://127.0.0.1:9/w.pth", tmp_path / "m.pth", timeout=5)  # nothing listens on port 9
     with pytest.raises(WeightsError, match=r"^x\.url: local weight file not found"):
         fetch(str(tmp_path / "nothing.pth"), tmp_path / "m.pth", where="x")
@@ -95,7 +111,8 @@ def test_an_unavailable_file_is_an_error_that_says_why(server, tmp_path):
 def test_an_interrupted_download_resumes_with_a_range_request(server, tmp_path):
     srv, base = server
     out = tmp_path / "w.pth"
-    (tmp_path / "w.pth.partial").write_bytes(PAYLOAD[:300_000])  # what an interrupted run left
+    (tmp_path / "w.pth.partial").write_bytes(PAYLOAD[:300_000])  # what an interrupted run left, and its sidecar
+    (tmp_path / "w.pth.partial.json").write_text(json.dumps({"url": f"{base}/w.pth", "validator": ETAG}))
     fetch(f"{base}/w.pth", out, SHA)
     assert srv.ranges == ["bytes=300000-"] and out.read_bytes() == PAYLOAD
 

@@ -328,9 +328,9 @@ def window_times(duration: float, spec: ModalitySpec) -> np.ndarray:
 def audio_windows(wav: np.ndarray, sample_rate: int, starts: np.ndarray, window: float,
                   sample_start: int = 0) -> np.ndarray:
     """(T, window*sr) slices of ``wav`` (whose first sample is sample ``sample_start`` of the video), zero-padded at
-    the end."""
+    the end; float64 if ``wav`` is, else float32."""
     size = int(round(window * sample_rate))
-    out = np.zeros((len(starts), size), np.float32)
+    out = np.zeros((len(starts), size), np.float64 if wav.dtype == np.float64 else np.float32)
     for i, s in enumerate(starts):
         first = int(round(s * sample_rate)) - sample_start
         if first < 0:

@@ -42,7 +42,7 @@ class Clip:
 
     frames: np.ndarray  # (T, H, W, 3) uint8 RGB, sampled at ``fps``
     fps: float
-    audio: np.ndarray  # (S,) float32 mono in [-1, 1] at ``sample_rate``
+    audio: np.ndarray  # (S,) float32 mono in [-1, 1] at ``sample_rate`` (float64 from resampler="resampy")
     sample_rate: int
     duration: float  # seconds covered by both streams (of a piece: decoded so far)
     frame_start: int = 0  # frames[0] is frame ``frame_start`` of the video (at ``fps``)
@@ -207,7 +207,8 @@ class _AudioSink:
         if self.max_samples is not None:
             a = a[: max(0, self.max_samples - self.samples)]
         self.samples += len(a)
-        out.append(a.astype(np.float32))
+        # resampy's output stays float64 (AudioSet's input code frames it in float64)
+        out.append(a if self.opts.resampler == "resampy" else a.astype(np.float32))
 
 
 def read_header(stream) -> VideoHeader:

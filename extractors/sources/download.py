@@ -12,19 +12,31 @@ fetches only the section; ``auto`` takes yt-dlp's way when ``ffmpeg`` is on PATH
 
 Errors: HTTP 404/403/410 and YouTube's "unavailable / private / removed" messages are permanent and recorded at
 once; anything else (HTTP 5xx and 429, timeouts, a file that does not decode) is retried with exponential back-off
-and recorded as ``kind=transient`` when the attempts run out. Every clip is decoded for its first second before it
-counts. State survives reruns in ``videos/``: a clip there is kept (and not fetched again); a permanent failure
-leaves ``videos/<video_id>.unavailable.json``, which a rerun respects unless ``retry_unavailable``.
+and recorded as ``kind=transient`` when the attempts run out. A body that is not media at all (an HTML or text page
+answered with 200, an empty body, yt-dlp's "Unsupported URL" for such a page) is *transient across runs*: tried
+once per run, recorded with the number of runs so far in ``videos/<video_id>.failures.json``, retried by the next
+run, and permanent only after ``permanent_after_runs`` runs (default 3). Every clip is decoded for its first second
+before it counts. A video whose id cannot be a file name fails alone (recorded, nothing written for it). State
+survives reruns in ``videos/``: a clip there is kept (and not fetched again); a permanent failure leaves
+``videos/<video_id>.unavailable.json``, which a rerun respects unless ``retry_unavailable``.
+
+The list is checked when it is read (``read_download_list``): UTF-8 (a byte-order mark at the start is dropped),
+no control or format characters in any field (newline, NUL, a byte-order mark inside the file), finite
+non-negative seconds; a bad line stops with one message naming the file and the line. An id too long for a file
+name (``<video_id>.mp4`` over ``MAX_NAME_BYTES``) is not a bad list: that video alone is recorded as unavailable.
 """
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
+import math
 import os
 import shutil
 import time
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -42,10 +54,14 @@ DEFAULT_URL_PATTERN = "https://www.youtube.com/watch?v={youtube_id}"
 SECTIONS = ("auto", "pyav", "yt-dlp")
 CLIP_SUFFIX = ".mp4"
 MARKER_SUFFIX = ".unavailable.json"
+FAILURES_SUFFIX = ".failures.json"  # runs that got a non-media body, for videos not (yet) permanently unavailable
+MAX_NAME_BYTES = 200  # <video_id>.mp4 in UTF-8; the marker names add at most 13 bytes, under every file system's 255
 PERMANENT_STATUS = (401, 403, 404, 410, 451)
 PERMANENT_TEXT = ("video unavailable", "private video", "this video has been removed", "is not available",
-                  "has been terminated", "copyright", "sign in to confirm your age", "video is unavailable",
-                  "unsupported url", "no video formats found")
+                  "has been terminated", "copyright", "sign in to confirm your age", "video is unavailable")
+# what yt-dlp says when the URL answered with a page that holds no media (a login or error page served with 200, a
+# captive portal): not media, so counted across runs before it is permanent
+NON_MEDIA_TEXT = ("unsupported url", "no video formats found")
 
 
 class DownloadListError(ValueError):
@@ -61,6 +77,7 @@ class DownloadRow:
     start: float | None = None
     end: float | None = None
     group: str = ""
+    problem: str = field(default="", compare=False)  # why the video cannot be fetched at all (e.g. an over-long id)
 
     def source_url(self, pattern: str) -> str:
         if self.url:
@@ -77,38 +94,90 @@ def _seconds(text: str, where: str) -> float | None:
     try:
         value = float(text)
     except ValueError:
-        raise DownloadListError(f"{where}: not a number of seconds: {text!r}") from None
+        raise DownloadListError(f"{where}: not a number of seconds: {text!r}; fix the list") from None
+    if not math.isfinite(value):
+        raise DownloadListError(f"{where}: not a finite number of seconds: {text!r}; fix the list")
     if value < 0:
-        raise DownloadListError(f"{where}: negative seconds {value}")
+        raise DownloadListError(f"{where}: negative seconds {value}; fix the list")
     return value
 
 
+def bad_character(text: str) -> str:
+    """The first control or format character of ``text`` (newline, NUL, tab, a byte-order mark, zero-width
+    characters...) described for a message, or ``""``."""
+    for ch in text:
+        if unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
+            name = "a byte-order mark" if ch == "\ufeff" else unicodedata.name(ch, "a control character")
+            return f"{ch!r} (U+{ord(ch):04X}, {name.lower()})"
+    return ""
+
+
+def video_id_problem(video_id: str) -> str:
+    """Why ``video_id`` cannot name a clip file (``""`` when it can): its length in UTF-8 bytes."""
+    n = len(video_id.encode("utf-8", "surrogatepass")) + len(CLIP_SUFFIX)
+    if n > MAX_NAME_BYTES:
+        return (f"video_id is too long for a file name ({n} bytes with {CLIP_SUFFIX}, at most {MAX_NAME_BYTES}); "
+                "shorten it in the list")
+    return ""
+
+
 def read_download_list(path: str | Path) -> list[DownloadRow]:
+    """The rows of a download list, checked (see the module's doc); DownloadListError names the file and line."""
     path = Path(path)
     if not path.exists():
         raise DownloadListError(f"download list not found: {path}")
-    with open(path, newline="") as f:
+    try:
+        return _read_download_list(path)
+    except UnicodeDecodeError as e:
+        raise DownloadListError(f"{path}: not UTF-8 text (byte {e.start}: {e.reason}); save it as UTF-8") from None
+
+
+def _read_download_list(path: Path) -> list[DownloadRow]:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # utf-8-sig: a byte-order mark at the start is dropped
         reader = csv.DictReader(f)
-        cols = set(reader.fieldnames or [])
+        try:
+            fieldnames = reader.fieldnames or []
+        except csv.Error as e:
+            raise DownloadListError(f"{path}, line 1: {e}; fix the list") from None
+        cols = set(fieldnames)
         if not {"video_id", "label"} <= cols or not cols & {"youtube_id", "url"}:
             raise DownloadListError(f"{path}: expected columns video_id, label and youtube_id or url "
                                     f"(optional start, end, group), found {sorted(cols)}")
+        for c in fieldnames:
+            bad = bad_character(c or "")
+            if bad:
+                raise DownloadListError(f"{path}, line 1: column name {c!r} contains {bad}; fix the list")
         rows, seen = [], set()
-        for i, r in enumerate(reader, start=2):
-            where = f"{path}:{i}"
+        line = reader.line_num + 1
+        while True:
+            try:
+                r = next(reader)
+            except StopIteration:
+                break
+            except csv.Error as e:
+                raise DownloadListError(f"{path}, line {reader.line_num}: {e}; fix the list") from None
+            where = f"{path}, line {line}"  # the line where the record starts (a quoted field may span lines)
+            line = reader.line_num + 1
+            for col in DOWNLOAD_LIST_COLUMNS:
+                bad = bad_character(r.get(col) or "")
+                if bad:
+                    raise DownloadListError(f"{where}: {col} {(r.get(col) or '')[:60]!r} contains {bad}; "
+                                            "fix the list")
             vid = (r.get("video_id") or "").strip()
-            if not vid or "/" in vid or vid.startswith("."):
-                raise DownloadListError(f"{where}: bad video_id {vid!r}")
+            if not vid or "/" in vid or "\\" in vid or vid.startswith("."):
+                raise DownloadListError(f"{where}: bad video_id {vid[:60]!r} (empty, a path or hidden); fix the list")
             if vid in seen:
-                raise DownloadListError(f"{where}: video_id {vid!r} listed twice")
+                raise DownloadListError(f"{where}: video_id {vid[:60]!r} listed twice; fix the list")
             seen.add(vid)
             start, end = _seconds(r.get("start", ""), where), _seconds(r.get("end", ""), where)
             if start is not None and end is not None and end <= start:
-                raise DownloadListError(f"{where}: end {end} is not after start {start}")
+                raise DownloadListError(f"{where}: end {end} is not after start {start}; fix the list")
+            problem = video_id_problem(vid)
             row = DownloadRow(vid, (r.get("label") or "").strip(), (r.get("youtube_id") or "").strip(),
-                              (r.get("url") or "").strip(), start, end, (r.get("group") or "").strip())
+                              (r.get("url") or "").strip(), start, end, (r.get("group") or "").strip(),
+                              problem=f"{problem} ({where})" if problem else "")
             if not row.url and not row.youtube_id:
-                raise DownloadListError(f"{where}: neither url nor youtube_id")
+                raise DownloadListError(f"{where}: neither url nor youtube_id; fix the list")
             rows.append(row)
     return rows
 
@@ -135,8 +204,21 @@ class DownloadOptions:
     timeout: float = 30.0  # socket timeout in seconds
     sections: str = "auto"
     retry_unavailable: bool = False
+    permanent_after_runs: int = 3  # runs that got a non-media body (e.g. an HTML page) before it counts as permanent
     ytdlp_options: dict = field(default_factory=dict)  # passed through to YoutubeDL (overrides)
     sleep: Callable[[float], None] = time.sleep  # tests replace it
+
+    @classmethod
+    def from_dict(cls, options: dict) -> DownloadOptions:
+        """Options as the configuration / the CLI's --options give them; ValueError (one line) for unknown keys."""
+        known = {f for f in cls.__dataclass_fields__ if f != "sleep"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"unknown download option(s) {unknown}; known: {sorted(known)}")
+        opts = cls(**options)
+        if not isinstance(opts.permanent_after_runs, int) or opts.permanent_after_runs < 1:
+            raise ValueError(f"permanent_after_runs must be a whole number >= 1, got {opts.permanent_after_runs!r}")
+        return opts
 
 
 @dataclass
@@ -149,9 +231,11 @@ class Outcome:
 
 
 class _Failure(Exception):
-    def __init__(self, reason: str, permanent: bool):
+    """``permanent``: recorded at once; ``per_run``: not media at all (tried once a run, counted across runs)."""
+
+    def __init__(self, reason: str, permanent: bool, per_run: bool = False):
         super().__init__(reason)
-        self.reason, self.permanent = reason, permanent
+        self.reason, self.permanent, self.per_run = reason, permanent, per_run
 
 
 class _QuietLogger:
@@ -185,9 +269,26 @@ def classify(exc: BaseException) -> _Failure:
     if isinstance(status, int):
         return _Failure(f"HTTP {status}: {text}", False)
     low = text.lower()
+    if any(t in low for t in NON_MEDIA_TEXT):
+        return _Failure(f"not media: {text}", False, per_run=True)
     if any(t in low for t in PERMANENT_TEXT):
         return _Failure(text, True)
     return _Failure(text, False)
+
+
+def sniff_non_media(path: str | Path) -> str:
+    """What a downloaded file is when it is plainly not media (``"an empty file"``, ``"an HTML page"``, ``"text"``),
+    else ``""`` (it may still fail to decode: that is checked afterwards)."""
+    with open(path, "rb") as f:
+        head = f.read(1024)
+    if not head:
+        return "an empty file"
+    text = head.lstrip(b"\xef\xbb\xbf \t\r\n").lower()
+    if text.startswith((b"<!doctype", b"<html", b"<?xml", b"<head", b"<body", b"<")):
+        return "an HTML page"
+    if text.startswith((b"{", b"[")) or all(32 <= b < 127 or b in b"\t\r\n" for b in head):
+        return "text"
+    return ""
 
 
 def resolve_sections(sections: str) -> str:
@@ -307,6 +408,10 @@ class Downloader:
         work.mkdir(parents=True)
         try:
             got = self._ytdlp(row, work)
+            what = sniff_non_media(got)
+            if what:
+                raise _Failure(f"not media: the server sent {what} ({got.stat().st_size} bytes) instead of a video",
+                               False, per_run=True)
             clip = work / f"clip{CLIP_SUFFIX}"
             if self.sections == "pyav" and (row.start is not None or row.end is not None):
                 try:
@@ -333,12 +438,28 @@ class Downloader:
             shutil.rmtree(work, ignore_errors=True)
 
     def fetch(self, row: DownloadRow) -> Outcome:
-        """One video: skipped when already there or known permanently unavailable, else tried with back-off."""
+        """One video: skipped when already there or known permanently unavailable, else tried with back-off. A
+        video that cannot be tried at all (an id that cannot be a file name) fails alone, with nothing written."""
+        problem = row.problem or video_id_problem(row.video_id)
+        if problem:
+            return Outcome(row.video_id, "unavailable", problem, "permanent", 0)
+        try:
+            return self._fetch(row)
+        except OSError as e:
+            if e.errno not in (errno.ENAMETOOLONG, errno.EINVAL, errno.EILSEQ):
+                raise  # a full disk or a folder that cannot be written stops the shard (one line from the CLI)
+            return Outcome(row.video_id, "unavailable", f"video_id cannot be a file name here: {e.strerror}; "
+                           "shorten it in the list", "permanent", 0)
+
+    def _fetch(self, row: DownloadRow) -> Outcome:
         clip, marker = clip_path(self.videos, row.video_id), marker_path(self.videos, row.video_id)
+        runs_file = self.videos / f"{row.video_id}{FAILURES_SUFFIX}"
+        if clip.is_symlink():  # never listed: a clip is a regular file this code wrote; fetched again
+            clip.unlink()
         if clip.exists():
             return Outcome(row.video_id, "skipped")
         if marker.exists() and not self.opts.retry_unavailable:
-            rec = json.loads(marker.read_text())
+            rec = _read_json(marker)
             return Outcome(row.video_id, "known", rec.get("reason", ""), "permanent", rec.get("attempts", 0))
         self.videos.mkdir(parents=True, exist_ok=True)
         o = self.opts
@@ -347,18 +468,42 @@ class Downloader:
             try:
                 self._attempt(row)
                 marker.unlink(missing_ok=True)
+                runs_file.unlink(missing_ok=True)
                 return Outcome(row.video_id, "available", attempts=attempt)
             except _Failure as f:
                 failure = f
                 log.info("%s: attempt %d: %s", row.video_id, attempt, f.reason)
-                if f.permanent:
+                if f.permanent or f.per_run:
                     break
                 if attempt < o.attempts:
                     o.sleep(backoff_seconds(attempt - 1, o.backoff, o.max_backoff))
+        if failure.per_run:  # counted across runs: transient until permanent_after_runs runs got no media
+            url = row.source_url(o.url_pattern)
+            rec = _read_json(runs_file) if runs_file.exists() else {}
+            if rec.get("url") != url:  # the list now points elsewhere: count afresh
+                rec = {}
+            runs, attempt = int(rec.get("runs", 0)) + 1, int(rec.get("attempts", 0)) + attempt
+            n = max(1, o.permanent_after_runs)
+            if runs < n:
+                reason = f"{failure.reason} (run {runs} of {n}; tried again by the next run)"
+                write_json_atomic(runs_file, {"video_id": row.video_id, "url": url, "runs": runs,
+                                              "attempts": attempt, "reason": failure.reason})
+                return Outcome(row.video_id, "unavailable", reason, "transient", attempt)
+            failure = _Failure(f"{failure.reason} (in {runs} runs)", True)
+            runs_file.unlink(missing_ok=True)
         kind = "permanent" if failure.permanent else "transient"
         if failure.permanent:
             write_json_atomic(marker, {"video_id": row.video_id, "reason": failure.reason, "attempts": attempt})
         return Outcome(row.video_id, "unavailable", failure.reason, kind, attempt)
+
+
+def _read_json(path: Path) -> dict:
+    """A state file of an earlier run; an unreadable one counts as absent (it is rewritten)."""
+    try:
+        rec = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return rec if isinstance(rec, dict) else {}
 
 
 def shard_rows(rows: Sequence[DownloadRow], shard: int, shards: int) -> list[DownloadRow]:

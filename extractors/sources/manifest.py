@@ -47,7 +47,7 @@ def read_manifest(path: str | Path) -> list[ManifestRow]:
     path = Path(path)
     if not path.exists():
         raise ManifestError(f"manifest not found: {path}")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # a byte-order mark at the start is not in the header
         reader = csv.DictReader(f)
         missing = set(MANIFEST_COLUMNS) - set(reader.fieldnames or [])
         if missing:

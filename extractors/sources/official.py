@@ -21,6 +21,7 @@ import csv
 import hashlib
 import json
 import logging
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from avzsl import fetching
 from avzsl.common import atomic_path, file_digest
-from extractors.sources.download import DownloadRow
+from extractors.sources.download import DownloadRow, bad_character
 from extractors.sources.manifest import ManifestRow
 from extractors.splits import STAGES, Splits, read_splits
 
@@ -87,17 +88,18 @@ def _local_root(source: str | Path) -> Path | None:
     return root.parent if root is not None and root.name == BENCHMARK else root
 
 
-def http_get(url: str, timeout: float = 60, retries: int = 3, opener: Callable | None = None) -> bytes:
-    """GET ``url`` (avzsl.fetching: retries with back-off on network errors and 5xx/429 answers)."""
+def http_get(url: str, timeout: float = 60, retries: int = 3, opener: Callable | None = None,
+             limits: fetching.Limits | None = None) -> bytes:
+    """GET ``url`` (avzsl.fetching: retries with back-off on network errors, 5xx/429 answers and short bodies)."""
     try:
-        return fetching.http_get(url, timeout=timeout, retries=retries, opener=opener)
+        return fetching.http_get(url, timeout=timeout, retries=retries, opener=opener, limits=limits)
     except fetching.FetchError as e:
         raise OfficialSplitError(str(e)) from None
 
 
 def fetch_official(dest: str | Path, source: str | Path | None = None, datasets: Iterable[str] = DATASETS,
                    commit: str = AVCA_COMMIT, retries: int = 3, timeout: float = 60,
-                   opener: Callable | None = None) -> Path:
+                   opener: Callable | None = None, limits: fetching.Limits | None = None) -> Path:
     """Bring the official split files to ``dest`` and return ``dest/avgzsl_benchmark_datasets``.
 
     ``source``: None (GitHub at ``commit``), an http(s) base URL (``<base>/<path>``), or a local folder holding
@@ -122,7 +124,7 @@ def fetch_official(dest: str | Path, source: str | Path | None = None, datasets:
                 where = RAW_URL.format(repo=AVCA_REPO, commit=commit, path=item.path)
             else:
                 where = str(source).rstrip("/") + "/" + item.path
-            data = http_get(where, timeout=timeout, retries=retries, opener=opener)
+            data = http_get(where, timeout=timeout, retries=retries, opener=opener, limits=limits)
         digest = _sha256(data)
         if digest != item.sha256:
             raise OfficialSplitError(f"{where}: sha256 {digest} differs from the pinned {item.sha256} "
@@ -299,13 +301,26 @@ def download_items(splits_by_variant: Mapping[str, Splits], dataset: str,
                 problems.append(f"{it.video_id}: segment {k} is labelled {seg.get('label')!r}, the split says "
                                 f"{it.label!r}")
                 continue
-            it.start, it.end = float(seg["segment"][0]), float(seg["segment"][1])
+            try:
+                start, end = float(seg["segment"][0]), float(seg["segment"][1])
+            except (KeyError, IndexError, TypeError, ValueError):
+                start = end = math.nan
+            if not (math.isfinite(start) and math.isfinite(end) and 0 <= start < end):
+                problems.append(f"{it.video_id}: segment {k} has no valid time range ({seg.get('segment')!r}); "
+                                "the whole video is listed")
+                continue
+            it.start, it.end = start, end
     return sorted(items.values(), key=lambda i: (i.label, i.video_id)), problems
 
 
 def download_rows(items: Sequence[DownloadItem]) -> list[DownloadRow]:
     """The listed videos in the download list format (``extractors.sources.download`` owns the file): what the
     ``download`` source fetches. UCF's videos have no YouTube id: they come from the UCF101 archive."""
+    for it in items:
+        bad = bad_character(it.video_id) or bad_character(it.youtube_id) or bad_character(it.label)
+        if bad:
+            raise OfficialSplitError(f"{it.dataset}: video {it.video_id[:60]!r} ({it.label[:40]!r}) contains {bad}; "
+                                     "the split files are damaged: fetch them again")
     missing = [it.video_id for it in items if not it.youtube_id]
     if missing:
         raise OfficialSplitError(f"{len(missing)} videos have no YouTube id (e.g. {missing[0]}): UCF101's come from its "

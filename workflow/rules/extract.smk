@@ -24,7 +24,7 @@ rule fetch_weights:
     shell:
         "python -m training.cli --quiet fetch-weights --url {params.url:q} --sha256={params.sha256:q}"
         " --out {output.weights:q} --record {output.record:q} --where {params.where}"
-        " > {log:q} 2>&1"
+        " --retries 3 > {log:q} 2>&1"
 
 
 rule extract_shard:
