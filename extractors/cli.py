@@ -4,6 +4,7 @@
     scan-folder     manifest for a local folder of <class>/<video> files
     extract         per-window features for one shard of a manifest
     fetch-weights   download a weight file into place, check and record its sha256
+    lock            list the lock file's digests; --update <url> / --update-all re-lock deliberately
     download        clips of a download list (yt-dlp), their manifest and the unavailable ones
     download-merge  join download shards; coverage per split and class
     ucf-archive     extract UCF101 from its .rar and write its manifest
@@ -93,6 +94,35 @@ def cmd_fetch_weights(a):
         raise SystemExit(f"--record must be {sidecar(a.out)} (where the record of --out is written), got {a.record}")
     print(json.dumps(fetch(a.url, a.out, a.sha256 or None, a.where, retries=a.retries, backoff=a.backoff,
                            limits=_limits(a, deadline=None))))
+
+
+def cmd_lock(a):
+    from avzsl import lockfile
+
+    path = lockfile.lock_path()
+    if a.update or a.update_all:
+        removed = lockfile.forget(a.update, every=a.update_all)
+        print(json.dumps({"lock": str(path), "removed": removed,
+                          "note": "the next fetch of each locks the digest it gets"}))
+    else:
+        print(json.dumps({"lock": str(path), "files": lockfile.read()}, indent=1, sort_keys=True))
+
+
+def _lock_arg(p: argparse.ArgumentParser, func) -> None:
+    """``--lock``: the lock file of the digests fetched files must keep (avzsl.lockfile); ``func`` runs with it."""
+    p.add_argument("--lock", default="", help="lock file of the fetched files' sha256 (default: $AVZSL_LOCK, else "
+                                              "avzsl.lock.json in the working directory)")
+
+    def run(a):
+        from avzsl import lockfile
+
+        lockfile.use(a.lock or None)
+        try:
+            func(a)
+        finally:
+            lockfile.use(None)
+
+    p.set_defaults(func=run)
 
 
 def _limits(a, deadline: float | None):
@@ -333,7 +363,13 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--retries", type=int, default=0, help="further tries after a network error or HTTP 5xx/429")
     p.add_argument("--backoff", type=float, default=5.0, help="seconds before the first retry, doubled each time")
     _limit_args(p, "none")
-    p.set_defaults(func=cmd_fetch_weights)
+    _lock_arg(p, cmd_fetch_weights)
+
+    p = sub.add_parser("lock", help="list the lock file of fetched files' sha256, or re-lock urls deliberately")
+    p.add_argument("--update", nargs="+", default=[], metavar="URL",
+                   help="forget these urls' locked digests: the next fetch of each locks the digest it gets")
+    p.add_argument("--update-all", action="store_true", help="forget every locked digest")
+    _lock_arg(p, cmd_lock)
 
     p = sub.add_parser("download", help="clips of a download list through yt-dlp; manifest and unavailable.tsv")
     p.add_argument("--list", required=True, help="download list csv (video_id,youtube_id,url,start,end,label,group)")
@@ -401,7 +437,7 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--out", required=True, help="split folder to write")
     p.add_argument("--class-names", help="also write the class-name table (original,manual) of the official files")
     _limit_args(p, "600")
-    p.set_defaults(func=cmd_official_splits)
+    _lock_arg(p, cmd_official_splits)
 
     p = sub.add_parser("official-download-list", help="download list of an official split folder")
     p.add_argument("--splits", required=True, help="split folder (canonical, as official-splits writes it)")
@@ -411,7 +447,7 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
                    help="ActivityNet 1.3 annotation JSON (path or URL) for the segments' time ranges")
     p.add_argument("--out", required=True, help="download list csv to write")
     p.add_argument("--problems", help="videos whose time range could not be resolved, one a line")
-    p.set_defaults(func=cmd_official_download_list)
+    _lock_arg(p, cmd_official_download_list)
 
     p = sub.add_parser("leakage-free-splits", help="splits free of a backbone's pre-training classes, and a report")
     p.add_argument("--manifest", required=True)
@@ -425,7 +461,7 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
                    help="no source recording on both sides of training and seen-test")
     p.add_argument("--out", required=True, help="split folder to write")
     p.add_argument("--report", required=True, help="leakage report (markdown) to write")
-    p.set_defaults(func=cmd_leakage_free_splits)
+    _lock_arg(p, cmd_leakage_free_splits)
 
     p = sub.add_parser("coverage", help="available / listed videos per split and class")
     p.add_argument("--manifest", required=True)
@@ -443,7 +479,7 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--template", default="{}")
     p.add_argument("--out", required=True)
     p.add_argument("--report", help="JSON report to write (per class: text, out-of-vocabulary words)")
-    p.set_defaults(func=cmd_text)
+    _lock_arg(p, cmd_text)
 
     p = sub.add_parser("import-avca", help="read a released AVCA (h5 means) or TCaF (pickled sequences) feature tree")
     p.add_argument("what", choices=["features", "splits", "text"])
@@ -455,6 +491,6 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--npy", help="text embedding .npy (default: the tree's features/<set>/text/ file)")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_import_avca)
-    return ["demo-data", "scan-folder", "extract", "fetch-weights", "download", "download-merge", "ucf-archive",
+    return ["demo-data", "scan-folder", "extract", "fetch-weights", "lock", "download", "download-merge", "ucf-archive",
             "merge-features", "build-splits", "copy-splits", "official-splits", "official-download-list",
             "leakage-free-splits", "coverage", "text", "import-avca"]

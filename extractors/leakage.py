@@ -19,13 +19,14 @@ or ``nomatch`` (a false positive of the rules). ``vocabulary`` ``*`` applies to 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from avzsl import fetching
+from avzsl import fetching, lockfile
 from avzsl.common import write_text_atomic
 from extractors.splits import STAGES, SplitError, SplitRecipe, Splits, build_splits
 
@@ -88,8 +89,11 @@ def vocabularies_for(backbone: str) -> tuple[str, ...]:
 
 def _read_source(source: str | Path, timeout: float = 60) -> str:
     try:
-        return fetching.read_bytes(source, "vocabulary file", timeout=timeout).decode("utf-8")
-    except fetching.FetchError as e:
+        raw = fetching.read_bytes(source, "vocabulary file", timeout=timeout)
+        # a url: verified against the lock file, locked on first use
+        lockfile.check(str(source), hashlib.sha256(raw).hexdigest(), len(raw), "vocabulary file")
+        return raw.decode("utf-8")
+    except (fetching.FetchError, lockfile.LockError) as e:
         raise LeakageError(str(e)) from None
 
 

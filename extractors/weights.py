@@ -26,6 +26,7 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
+from avzsl import lockfile
 from avzsl.common import file_digest, write_json_atomic
 from avzsl.fetching import (
     LARGE_FILE_LIMITS,
@@ -62,7 +63,8 @@ def fetch(url: str, out: str | Path, sha256: str | None = None, where: str = "we
     shorter than announced, an HTML page, a trickle below ``limits.min_rate``), ``backoff`` seconds apart, doubled
     each time, or what ``Retry-After`` asks; each try resumes the partial file when that is safe (:func:`_download`).
     ``limits`` (default :data:`avzsl.fetching.LARGE_FILE_LIMITS` with ``timeout``): the deadlines. Before the file
-    gets its final name it must pass the format check of its kind (:func:`check_format`) and the digest."""
+    gets its final name it must pass the format check of its kind (:func:`check_format`), the configured digest and,
+    for a url, the digest locked in the lock file (:mod:`avzsl.lockfile`; recorded there on first use)."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
@@ -96,6 +98,12 @@ def fetch(url: str, out: str | Path, sha256: str | None = None, where: str = "we
         _discard(partial)
         raise WeightsError(f"{where}.sha256: {url} has sha256 {digest}, the configuration says {sha256.lower()}; "
                            "the download was discarded (fix the url or the digest)")
+    if local is None:  # fetched: verified against the lock file, locked on first use (a pinned digest wins)
+        try:
+            lockfile.check(url, digest, partial.stat().st_size, where, name=str(out), pinned=bool(sha256))
+        except lockfile.LockError as e:
+            _discard(partial)
+            raise WeightsError(str(e)) from None
     record = {"source": url, "file": out.name, "size": partial.stat().st_size, "sha256": digest}
     os.replace(partial, out)
     _partial_meta(partial).unlink(missing_ok=True)

@@ -36,6 +36,13 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(autouse=True)
+def own_lock_file(tmp_path_factory, monkeypatch):
+    """Every test (and every Snakemake or CLI process it starts) locks fetched digests in a lock file of its own,
+    outside its tmp_path: never the repository's ./avzsl.lock.json, and no entry left over from another test."""
+    monkeypatch.setenv("AVZSL_LOCK", str(tmp_path_factory.mktemp("lock") / "avzsl.lock.json"))
+
+
 @pytest.fixture(scope="session")
 def shared_splits() -> Path:
     """The official AVCA split files; tests that need them skip when ../shared is not beside the checkout."""

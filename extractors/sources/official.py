@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from avzsl import fetching
+from avzsl import fetching, lockfile
 from avzsl.common import atomic_path, file_digest
 from extractors.sources.download import DownloadRow, bad_character
 from extractors.sources.manifest import ManifestRow
@@ -129,6 +129,8 @@ def fetch_official(dest: str | Path, source: str | Path | None = None, datasets:
         if digest != item.sha256:
             raise OfficialSplitError(f"{where}: sha256 {digest} differs from the pinned {item.sha256} "
                                      f"({FILE_TABLE.name}); the file was not written")
+        if local is None:  # the pinned digest wins: the lock file is made to agree with it
+            lockfile.check(where, digest, len(data), "official split file", pinned=True)
         with atomic_path(out, suffix=out.suffix) as tmp:
             tmp.write_bytes(data)
     return dest / BENCHMARK
@@ -224,6 +226,11 @@ def load_activitynet_annotations(source: str | Path, timeout: float = 60, retrie
     if git_blob and git_blob_id(raw) != git_blob:
         raise OfficialSplitError(f"{source}: content is not the pinned ActivityNet annotation file (git blob "
                                  f"{git_blob_id(raw)}, expected {git_blob})")
+    try:  # a url: verified against the lock file, locked on first use (a pinned blob id wins)
+        lockfile.check(str(source), hashlib.sha256(raw).hexdigest(), len(raw), "ActivityNet annotation file",
+                       pinned=bool(git_blob))
+    except lockfile.LockError as e:
+        raise OfficialSplitError(str(e)) from None
     try:
         data = json.loads(raw)
     except ValueError as e:
