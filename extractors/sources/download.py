@@ -201,7 +201,10 @@ class DownloadOptions:
     max_backoff: float = 300.0
     ratelimit: int | None = None  # bytes per second (yt-dlp ``ratelimit``)
     sleep_interval: float = 0.0  # seconds yt-dlp sleeps before each download
-    timeout: float = 30.0  # socket timeout in seconds
+    timeout: float = 30.0  # socket timeout in seconds (a stall)
+    min_rate: float = 10_000.0  # bytes per second averaged over rate_window, below which a download stops (a trickle)
+    rate_window: float = 60.0
+    deadline: float | None = 1800.0  # seconds one video's download may take in all (None: no limit)
     sections: str = "auto"
     retry_unavailable: bool = False
     permanent_after_runs: int = 3  # runs that got a non-media body (e.g. an HTML page) before it counts as permanent
@@ -236,6 +239,38 @@ class _Failure(Exception):
     def __init__(self, reason: str, permanent: bool, per_run: bool = False):
         super().__init__(reason)
         self.reason, self.permanent, self.per_run = reason, permanent, per_run
+
+
+class _Pace:
+    """A yt-dlp progress hook that stops a download going too slowly (under ``min_rate`` bytes per second over the
+    last ``window`` seconds) or for too long (past ``deadline``): yt-dlp's socket timeout only catches a stall, not
+    a server that trickles. Its exception ends the download; the failure it leaves is transient (retried)."""
+
+    def __init__(self, min_rate: float, window: float, deadline: float | None, clock=time.monotonic):
+        self.min_rate, self.window, self.deadline, self.clock = min_rate, window, deadline, clock
+        self.start = clock()
+        self.marks: list[tuple[float, int]] = []  # (time, bytes) since the window began
+        self.failure: _Failure | None = None
+
+    def __call__(self, d: dict) -> None:
+        if d.get("status") != "downloading":
+            return
+        now, done = self.clock(), int(d.get("downloaded_bytes") or 0)
+        if self.deadline is not None and now - self.start > self.deadline:
+            self._stop(f"the download took more than {self.deadline:g} s (the deadline); tried again next time")
+        self.marks.append((now, done))
+        while len(self.marks) > 1 and now - self.marks[1][0] >= self.window:
+            self.marks.pop(0)
+        t0, b0 = self.marks[0]
+        if self.min_rate and now - self.start >= self.window and now - t0 >= self.window:
+            rate = (done - b0) / (now - t0)
+            if rate < self.min_rate:
+                self._stop(f"the server sends {rate:.0f} bytes/s, under the minimum rate of {self.min_rate:g} over "
+                           f"{self.window:g} s; tried again next time")
+
+    def _stop(self, reason: str) -> None:
+        self.failure = _Failure(reason, False)
+        raise self.failure
 
 
 class _QuietLogger:
@@ -388,11 +423,15 @@ class Downloader:
 
             params["download_ranges"] = download_range_func(None, [(row.start or 0.0, row.end or float("inf"))])
             params["force_keyframes_at_cuts"] = True
+        pace = _Pace(o.min_rate, o.rate_window, o.deadline)
+        params["progress_hooks"] = [pace]
         params.update(o.ytdlp_options)
         try:
             with yt_dlp.YoutubeDL(params) as ydl:
                 info = ydl.extract_info(row.source_url(o.url_pattern), download=True)
         except Exception as e:  # yt-dlp raises DownloadError and friends; all are sorted by classify
+            if pace.failure is not None:
+                raise pace.failure from None
             raise classify(e) from e
         files = [Path(d["filepath"]) for d in (info or {}).get("requested_downloads", []) if d.get("filepath")]
         files = [f for f in files if f.exists()] or sorted(p for p in work.glob("source.*") if p.is_file())
