@@ -7,24 +7,34 @@ import contextlib
 import hashlib
 import json
 import os
+import re
+import socket
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 SOURCE_ROOT = Path(__file__).resolve().parent.parent  # the checkout, when the code runs from one
+_PROCESS_START = time.time()  # this module is imported as the process starts: anything older predates the process
+_HOST = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname()) or "host"
 
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; move it into place only if the block succeeds.
 
-    Readers never see a half-written file and an interrupted job leaves nothing at ``path``.
+    Readers never see a half-written file and an interrupted job leaves nothing at ``path``. The temporary is named
+    ``.<name>.<host>.<pid>.<random><suffix>``; a job killed outright (SIGKILL, out of memory, a node lost) cannot
+    remove it, so the next write of the same target removes the temporaries of writers that are gone
+    (:func:`remove_stale_temporaries`).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or ".tmp")
+    suffix = suffix or ".tmp"
+    remove_stale_temporaries(path, suffix)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=suffix)
     os.close(fd)
     tmp_path = Path(tmp)
     try:
@@ -36,6 +46,54 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     finally:
         if tmp_path.exists():
             tmp_path.unlink()
+
+
+def remove_stale_temporaries(path: str | os.PathLike, suffix: str = ".tmp") -> list[Path]:
+    """Remove the temporaries :func:`atomic_path` left next to ``path`` whose writer is no longer alive; return them.
+
+    A temporary is stale when its writer ran on this host and its pid is dead, or (another host's, whose pid cannot
+    be checked, and temporaries of older versions, which carry no pid) when it was last written before this process
+    started: Snakemake never runs two jobs for one output at once, so such a writer is not writing any more. A
+    temporary of a live writer (this process's included) is left alone.
+    """
+    path = Path(path)
+    new = re.compile(rf"\.{re.escape(path.name)}\.(?P<host>[A-Za-z0-9_-]+)\.(?P<pid>\d+)\.[A-Za-z0-9_]+"
+                     rf"{re.escape(suffix)}")
+    old = re.compile(rf"\.{re.escape(path.name)}\.[A-Za-z0-9_]{{8}}{re.escape(suffix)}")  # mkstemp's 8 characters
+    removed = []
+    try:
+        entries = list(os.scandir(path.parent))
+    except OSError:
+        return removed
+    for entry in entries:
+        m = new.fullmatch(entry.name)
+        if m is None and old.fullmatch(entry.name) is None:
+            continue
+        try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            if m is not None and m["host"] == _HOST:
+                stale = not _pid_alive(int(m["pid"]))
+            else:
+                stale = entry.stat(follow_symlinks=False).st_mtime < _PROCESS_START
+            if stale:
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+        except OSError:
+            continue  # gone meanwhile, or not ours to remove: harmless
+    return removed
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
 
 
 class DamagedFileError(ValueError):
