@@ -39,6 +39,7 @@ rule scan_local_folder:
         runtime=10,
     params:
         root=lambda w: local_source(w)["root"],
+        contents=local_folder_contents,
         descriptions=lambda w: json.dumps(
             local_source(w)["descriptions"], sort_keys=True
         ),

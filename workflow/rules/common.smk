@@ -16,6 +16,9 @@ if str(ROOT) not in sys.path:
 from avzsl import workflow_config  # noqa: E402
 from avzsl.fetching import local_path  # noqa: E402
 from extractors.feature_sets import normalize_feature_set  # noqa: E402
+from extractors.sources.local import (  # noqa: E402
+    contents_digest as local_contents_digest,
+)
 from extractors.splits import split_files  # noqa: E402
 from extractors.text_encoders import (  # noqa: E402
     resolved_params,
@@ -150,6 +153,15 @@ def demo_spec(wildcards):
 
 def local_source(wildcards):
     return DATASETS[wildcards.dataset]["local"]
+
+
+def local_folder_contents(wildcards):
+    """A digest of the local folder's video files (relative names, sizes, modification times; no file is read).
+
+    A parameter of scan_local_folder, so that adding, removing or replacing a video re-runs the scan and what
+    follows: Snakemake watches only the path of a folder, and a folder's mtime misses changes in subfolders.
+    """
+    return local_contents_digest(local_source(wildcards)["root"])
 
 
 def download_source(wildcards):
