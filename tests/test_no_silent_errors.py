@@ -96,7 +96,9 @@ def test_a_changed_input_discards_the_checkpoint_and_retrains(inputs, tiny_datas
         expect = "features"
     else:  # the dataset itself: fewer clips, so new features and new splits
         rows = read_manifest(tiny_dataset["manifest"])
-        keep = [r for r in rows if not r.video_id.endswith("_005")]
+        # without the broken clips too: a split drawn from them may leave a test class without features, which
+        # stage 1 refuses (the test classes are checked before any training)
+        keep = [r for r in rows if not r.video_id.endswith("_005") and not r.video_id.startswith("broken_")]
         manifest = tmp_path / "data" / "manifest.csv"
         write_manifest(manifest, [ManifestRow(r.video_id, str(Path(tiny_dataset["manifest"]).parent / r.path),
                                               r.label, r.group) for r in keep])
@@ -185,6 +187,60 @@ def test_a_class_whose_every_video_failed_extraction_cannot_be_scored(inputs, tm
                 store.failures() + [(v, "decode error") for v in sorted(gone)])
     with pytest.raises(ValueError, match=rf"stage_2_test_unseen: class '{victim}' has no video with features"):
         engine.load_data(_cfg(inputs), 2, torch.device("cpu"))
+
+
+def _fail_extraction(paths: dict, gone: set[str]) -> None:
+    """Rewrite the feature store as if the videos ``gone`` had failed extraction (listed in its failures)."""
+    from extractors.feature_store import write_store
+
+    store = FeatureStore(paths["features"])
+    write_store(paths["features"], store.spec(), [v for v in store.iter_videos() if v.video_id not in gone],
+                store.failures() + [(v, "decode error") for v in sorted(gone)])
+
+
+@pytest.mark.parametrize("split_name", ["stage_2_test_unseen", "stage_2_test_seen"])
+def test_a_test_class_whose_every_video_failed_extraction_stops_stage_1_before_training(inputs, tmp_path,
+                                                                                         split_name):
+    """Issue 25, item 7: the class's only test clips decode in the scan but fail extraction. Stage 1 refuses with one
+    line naming split and class, before it trains (no checkpoint, no selection), not stage 2 after stage 1."""
+    splits = read_splits(inputs["splits"])
+    victim = splits.classes[split_name][0]
+    _fail_extraction(inputs, {v for v, c in splits.videos[split_name] if c == victim})
+    proc = avzsl("train", "--stage", "1", "--run-config", json.dumps(_cfg(inputs).to_dict()), "--run-dir",
+                 str(tmp_path / "r"), "--out", str(tmp_path / "sel.json"))
+    assert_one_line_error(proc, rf"^avzsl train: error: {split_name}: class '{victim}' has no video with features "
+                                r"in .*features\.h5 \(its videos failed extraction or are absent\)")
+    assert not (tmp_path / "sel.json").exists()
+    assert not (tmp_path / "r" / "checkpoint.pt").exists()
+    assert "epoch" not in proc.stderr
+
+
+def test_videos_that_failed_extraction_are_left_out_and_counted(inputs, tmp_path, caplog):
+    """A failed video of a class that keeps others is dropped from training and scoring, counted in the run's log
+    and its record (counts), and the run goes on."""
+    splits = read_splits(inputs["splits"])
+    from collections import Counter
+
+    train_vid = splits.videos["stage_1_train"][0][0]
+    test = [vc for name in ("stage_2_test_seen", "stage_2_test_unseen") for vc in splits.videos[name]]
+    per_class = Counter(c for _, c in test)
+    test_vid = next(v for v, c in test if per_class[c] > 1)  # its class keeps a video
+    before = (engine.load_data(_cfg(inputs), 1, torch.device("cpu")), engine.load_data(_cfg(inputs), 2,
+                                                                                           torch.device("cpu")))
+    _fail_extraction(inputs, {train_vid, test_vid})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="avzsl"):
+        one = engine.load_data(_cfg(inputs), 1, torch.device("cpu"))
+        two = engine.load_data(_cfg(inputs), 2, torch.device("cpu"))
+    n_train, n_test = len(splits.train_videos(1)), len(splits.eval_videos(2))
+    missing_train = before[0].counts["train"]["missing_features"] + 1
+    assert one.counts["train"] == {"listed": n_train, "missing_features": missing_train}
+    assert len(one.train_labels) == len(before[0].train_labels) - 1
+    assert two.counts["test"] == {"listed": n_test, "missing_features": before[1].counts["test"]["missing_features"]
+                                  + 1}
+    assert len(two.test.labels) == len(before[1].test.labels) - 1
+    assert (f"train: {missing_train} of {n_train} split videos have no features (failed or absent media); left out"
+            in caplog.text)
 
 
 # ------------------------------------------------------------------------------------------------ training settings

@@ -160,7 +160,8 @@ def load_stage(features: str | Path, split_dir: str | Path, text: str | Path, st
     Stage 1 trains on stage_1_train and validates on val_seen ∪ val_unseen. Stage 2 trains on
     stage_1_train ∪ val_seen ∪ val_unseen, still computes the validation score (the reference drives its learning-rate
     schedule with it) and is tested on test_seen ∪ test_unseen. Split videos missing from the feature store (failed
-    downloads or decodes) are left out and counted; a scored class left with no video is an error, not a 0.
+    downloads or decodes) are left out and counted; a scored class left with no video (in either stage's scored
+    sets, so that stage 1 stops before training) is an error, not a 0.
     ``mem_mb``: the job's memory budget, checked before the features are loaded.
     """
     splits = read_splits(split_dir)
@@ -185,7 +186,14 @@ def load_stage(features: str | Path, split_dir: str | Path, text: str | Path, st
                         name, missing, len(vids))
         rows_by_group[name] = rows[keep]
         labels_by_group[name] = np.array([splits.class_id(c) for (_, c), k in zip(vids, keep) if k], dtype=np.int64)
-    _check_scored_classes(splits, stage, labels_by_group, features)
+    scored_labels = dict(labels_by_group)
+    if stage == 1:
+        # stage 2 scores the test sets after stage 1 has trained: a test class whose every video failed extraction
+        # (failed_media.tsv) would stop the run only then, so stage 1 checks them too and stops before training
+        test = splits.eval_videos(2)
+        keep, _ = usable_rows(store, store.rows([v for v, _ in test]))
+        scored_labels["test"] = np.array([splits.class_id(c) for (_, c), k in zip(test, keep) if k], dtype=np.int64)
+    _check_scored_classes(splits, stage, scored_labels, features)
     all_rows = np.concatenate(list(rows_by_group.values()))
     unique_rows, inverse = np.unique(all_rows, return_inverse=True)
     if mem_mb:
@@ -214,13 +222,12 @@ def load_stage(features: str | Path, split_dir: str | Path, text: str | Path, st
 
 
 def _check_scored_classes(splits, stage: int, labels_by_group: dict, features) -> None:
-    """Every class a stage scores needs at least one video with features, and training at least one video."""
+    """Every class a run scores (stage 1's validation sets and stage 2's test sets, checked by both stages so that
+    the run stops before any training) needs at least one video with features, and training at least one video."""
     if len(labels_by_group["train"]) == 0:
         raise ValueError(f"stage {stage} has no training video with features in {features} "
                          "(every listed video failed or is absent)")
-    scored = [("stage_1_val_seen", "stage_1_val_unseen", "val")]
-    if stage == 2:
-        scored.append(("stage_2_test_seen", "stage_2_test_unseen", "test"))
+    scored = [("stage_1_val_seen", "stage_1_val_unseen", "val"), ("stage_2_test_seen", "stage_2_test_unseen", "test")]
     for seen_name, unseen_name, group in scored:
         present = set(labels_by_group[group].tolist())
         for split_name in (seen_name, unseen_name):
@@ -228,5 +235,5 @@ def _check_scored_classes(splits, stage: int, labels_by_group: dict, features) -
                 if splits.class_id(c) not in present:
                     raise ValueError(f"{split_name}: class {c!r} has no video with features in {features} "
                                      "(its videos failed extraction or are absent), so it cannot be scored; "
-                                     "see the feature store's failed-media list, fix or replace the media, or "
+                                     "see failed_media.tsv next to the store, fix or replace the media, or "
                                      "rebuild the splits without the class")
