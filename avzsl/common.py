@@ -101,12 +101,16 @@ class DamagedFileError(ValueError):
 
 
 def quarantine(path: str | os.PathLike, reason: str) -> DamagedFileError:
-    """Move a damaged output aside (``<name>.damaged``, never deleted) and return the error to raise: Snakemake then
-    sees the output missing and rebuilds it on the next run."""
+    """Move a damaged output aside (``<name>.damaged``, never deleted, its modification time set to now) and return
+    the error to raise. The workflow gives the aside copy as an input to the store's consumers, so the next plain run
+    rebuilds the missing store and re-runs them (workflow/rules/common.smk, ``quarantined_copies``)."""
     path = Path(path)
     aside = path.with_name(path.name + ".damaged")
     try:
         os.replace(path, aside)
+        # stamped with the time of the quarantine: the workflow gives the aside copy as an input to the store's
+        # consumers (workflow/rules/common.smk, quarantined_copies), so it must be newer than their outputs
+        os.utime(aside)
         moved = f"moved it to {aside.name} so that the next run rebuilds it: rerun snakemake (or the command that wrote it)"
     except OSError as e:
         moved = f"could not move it aside ({e.strerror}): delete it and rerun"

@@ -425,11 +425,26 @@ def run_config(w):
 
 
 def run_inputs(w):
+    stores = [features_path(w.dataset, w.feature_set), text_path(w.dataset)]
     return {
-        "features": features_path(w.dataset, w.feature_set),
+        "features": stores[0],
         "splits": split_outputs(split_dir(w.dataset, w.feature_set)),
-        "text": text_path(w.dataset),
+        "text": stores[1],
+        "quarantined": quarantined_copies(stores),
     }
+
+
+def quarantined_copies(paths):
+    """The ``<store>.damaged`` copies that avzsl.common.quarantine() moved aside (stamped with the time it did).
+
+    A job that finds a store damaged moves it aside and fails; Snakemake then removes that job's outputs only. The
+    store is now a missing intermediate file, and Snakemake does not rebuild a missing intermediate whose other
+    consumers (the other seeds and models, stage 2, the evaluation) are up to date: the next run would say "Nothing
+    to be done". As an input of every consumer, the aside copy is newer than their outputs, so the next plain run
+    rebuilds the store and re-runs what read it. The copy stays an input while it exists (kept for inspection):
+    deleting it changes the consumers' set of inputs, which makes Snakemake re-run them once.
+    """
+    return [f"{p}.damaged" for p in paths if Path(f"{p}.damaged").exists()]
 
 
 def test_results(models):
