@@ -65,3 +65,14 @@ def train_interrupted_then_resumed(monkeypatch, cfg, run_dir, interrupt_at: int 
         engine.train_stage(cfg, 1, run_dir, progress=False)
     monkeypatch.setattr(engine, "evaluate_split", real)
     return engine.train_stage(cfg, 1, run_dir, progress=False)
+
+
+def cli_error(*argv: str) -> str | None:
+    """Run the ``avzsl`` command in this process (quiet); its one-line error message, or None on success."""
+    from training.cli import main
+
+    try:
+        main(["--quiet", *argv])
+    except SystemExit as e:
+        return str(e.code)
+    return None

@@ -14,12 +14,12 @@ import threading
 from pathlib import Path
 
 import pytest
+from helpers import cli_error
 
 from avzsl import lockfile
 from extractors.leakage import LeakageError, load_vocabulary
 from extractors.sources.official import OfficialSplitError, git_blob_id, load_activitynet_annotations
 from extractors.weights import fetch
-from training.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 OLD, NEW = b"first model bytes\x00" * 64, b"second model, another body\x01" * 64
@@ -56,13 +56,7 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _cli(*argv: str) -> str | None:
-    """Run ``avzsl`` in this process; the error line (None on success)."""
-    try:
-        main(["--quiet", *argv])
-    except SystemExit as e:
-        return str(e.code)
-    return None
+_cli = cli_error
 
 
 def _fetch_cli(url: str, out: Path, *extra: str) -> str | None:

@@ -16,11 +16,11 @@ import zipfile
 from pathlib import Path
 
 import pytest
+from helpers import cli_error
 
 from avzsl.fetching import FetchError, Limits, http_get, retry_after_seconds
 from extractors.sources.official import official_files
 from extractors.weights import check_format
-from training.cli import main
 
 
 def _checkpoint_bytes() -> bytes:
@@ -140,13 +140,7 @@ def server():
     srv.server_close()
 
 
-def _cli(*argv: str) -> str | None:
-    """Run ``avzsl`` in this process; the error line (None on success)."""
-    try:
-        main(["--quiet", *argv])
-    except SystemExit as e:
-        return str(e.code)
-    return None
+_cli = cli_error
 
 
 def _fetch_cli(url: str, out: Path, *extra: str) -> str | None:
