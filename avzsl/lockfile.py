@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import fcntl
+import hashlib
 import json
 import os
 import urllib.parse
@@ -84,6 +85,11 @@ def read(path: str | os.PathLike | None = None) -> dict[str, dict]:
 
 def _write(path: Path, files: dict[str, dict]) -> None:
     write_text_atomic(path, json.dumps({"version": VERSION, "files": files}, indent=1, sort_keys=True) + "\n")
+
+
+def check_data(url: str, data: bytes, what: str, **kw) -> str:
+    """:func:`check` for a file fetched into memory: its digest and size from ``data``."""
+    return check(url, hashlib.sha256(data).hexdigest(), len(data), what, **kw)
 
 
 def check(url: str, sha256: str, size: int, what: str, name: str | None = None, pinned: bool = False,

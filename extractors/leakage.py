@@ -19,7 +19,6 @@ or ``nomatch`` (a false positive of the rules). ``vocabulary`` ``*`` applies to 
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -91,7 +90,7 @@ def _read_source(source: str | Path, timeout: float = 60) -> str:
     try:
         raw = fetching.read_bytes(source, "vocabulary file", timeout=timeout)
         # a url: verified against the lock file, locked on first use
-        lockfile.check(str(source), hashlib.sha256(raw).hexdigest(), len(raw), "vocabulary file")
+        lockfile.check_data(str(source), raw, "vocabulary file")
         return raw.decode("utf-8")
     except (fetching.FetchError, lockfile.LockError) as e:
         raise LeakageError(str(e)) from None

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import http.server
+import threading
+
 import pytest
 import torch
 
@@ -76,3 +80,23 @@ def cli_error(*argv: str) -> str | None:
     except SystemExit as e:
         return str(e.code)
     return None
+
+
+@contextlib.contextmanager
+def local_http_server(handler, **attrs):
+    """A threaded HTTP server on 127.0.0.1 answering with ``handler`` (``attrs`` set on the server, e.g. the files
+    it serves); yields the server, whose base URL is ``base_url(server)``. Shut down on exit."""
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    srv.daemon_threads = True
+    for k, v in attrs.items():
+        setattr(srv, k, v)
+    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
+    try:
+        yield srv
+    finally:
+        srv.shutdown()
+        srv.server_close()
+
+
+def base_url(srv) -> str:
+    return f"http://127.0.0.1:{srv.server_address[1]}"

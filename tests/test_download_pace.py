@@ -4,10 +4,10 @@ socket timeout only catches a stall. Both are transient (recorded, retried on th
 from __future__ import annotations
 
 import http.server
-import threading
 import time
 
 import pytest
+from helpers import base_url, local_http_server
 from media_fixtures import write_av
 
 from extractors.sources.download import (
@@ -21,10 +21,6 @@ from extractors.sources.download import (
 from extractors.sources.manifest import read_manifest
 
 pytestmark = pytest.mark.timeout(60)
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
 
 
 def _trickling(data: bytes, chunk: int, pause: float):
@@ -53,11 +49,8 @@ def _trickling(data: bytes, chunk: int, pause: float):
 @pytest.fixture
 def trickle(tmp_path):
     data = write_av(tmp_path / "src.mp4", seconds=2.0, fps=10, seed=1).read_bytes()
-    srv = _Server(("127.0.0.1", 0), _trickling(data, chunk=256, pause=0.05))  # about 5 kB/s
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{srv.server_address[1]}/{{youtube_id}}.mp4"
-    srv.shutdown()
-    srv.server_close()
+    with local_http_server(_trickling(data, chunk=256, pause=0.05)) as srv:  # about 5 kB/s
+        yield base_url(srv) + "/{youtube_id}.mp4"
 
 
 def _download(tmp_path, pattern, **kw):

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from helpers import cli_error
+from helpers import base_url, cli_error, local_http_server
 
 from avzsl import lockfile
 from extractors.leakage import LeakageError, load_vocabulary
@@ -43,13 +43,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
-    srv.daemon_threads = True
-    srv.files = {"/m.dat": OLD}
-    threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True).start()
-    yield srv, f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with local_http_server(_Handler, files={"/m.dat": OLD}) as srv:
+        yield srv, base_url(srv)
 
 
 def _sha(data: bytes) -> str:

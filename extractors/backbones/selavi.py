@@ -172,7 +172,9 @@ class SeLaVi(Backbone):
             geo = ReferenceGeometry.of(clip)
             first = np.rint(np.asarray(starts) * geo.fps).astype(int)
             if modality == "audio":
-                return torch.from_numpy(np.stack([self.reference_spectrogram(clip, geo.audio_start(f, clip))
+                wav = np.round(clip.audio.astype(np.float64) * 32768.0)  # exactly the 16-bit integers, once
+                return torch.from_numpy(np.stack([self.reference_spectrogram(wav, clip.sample_rate,
+                                                                             geo.audio_start(f, clip))
                                                   for f in first])[:, None])
             return torch.stack([reference_video_input(clip.frames[geo.frame_indices(f, clip)])
                                 for f in first])
@@ -195,11 +197,9 @@ class SeLaVi(Backbone):
         spec = log_fbank(seg, rate, self.fbank, n_fft=self.N_FFT).T
         return ((spec - SPEC_MEAN) / SPEC_STD).astype(np.float32)
 
-    def reference_spectrogram(self, clip, first: int) -> np.ndarray:
-        """The reference's (257, 99) input from sample ``first`` of the whole 16-bit mono track: the log filter
-        bank in float64, cast to float32, then z-normalised in float32."""
-        rate = clip.sample_rate
-        wav = np.round(clip.audio.astype(np.float64) * 32768.0)  # exactly the 16-bit integers
+    def reference_spectrogram(self, wav: np.ndarray, rate: int, first: int) -> np.ndarray:
+        """The reference's (257, 99) input from sample ``first`` of the whole 16-bit mono track ``wav`` (integer
+        values): the log filter bank in float64, cast to float32, then z-normalised in float32."""
         seg = wav[first:first + rate]
         if len(seg) != rate:
             raise MediaError(f"{len(wav)} audio samples: the reference needs one second ({rate}) for a window")
@@ -270,14 +270,13 @@ class ReferenceGeometry:
         pts = clip.frame_pts
         after = np.nonzero(pts > hi)[0]
         stop = after[0] + 1 if len(after) else len(pts)
-        chosen: dict[int, int] = {}
-        for k in range(stop):  # by timestamp; a repeated timestamp keeps its last frame
-            if pts[k] >= lo:
-                chosen[int(pts[k])] = k
-        if not chosen:
+        keep = np.nonzero(pts[:stop] >= lo)[0]
+        if not len(keep):
             raise MediaError(f"the window at frame {first} (timestamps {lo}-{hi}) has no decoded frame; the header "
                              f"says {self.frames} frames, {clip.n_frames} decoded")
-        idx = np.array([chosen[p] for p in sorted(chosen)])
+        # ordered by timestamp; a repeated timestamp keeps its last frame (the reference keys frames by timestamp)
+        keep = keep[np.lexsort((keep, pts[keep]))]
+        idx = keep[np.r_[pts[keep][1:] != pts[keep][:-1], True]]
         pick = torch.linspace(0, self.fps - 1, SeLaVi.FRAMES).clamp(0, len(idx) - 1).long().numpy()
         return idx[pick]
 

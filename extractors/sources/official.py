@@ -227,8 +227,7 @@ def load_activitynet_annotations(source: str | Path, timeout: float = 60, retrie
         raise OfficialSplitError(f"{source}: content is not the pinned ActivityNet annotation file (git blob "
                                  f"{git_blob_id(raw)}, expected {git_blob})")
     try:  # a url: verified against the lock file, locked on first use (a pinned blob id wins)
-        lockfile.check(str(source), hashlib.sha256(raw).hexdigest(), len(raw), "ActivityNet annotation file",
-                       pinned=bool(git_blob))
+        lockfile.check_data(str(source), raw, "ActivityNet annotation file", pinned=bool(git_blob))
     except lockfile.LockError as e:
         raise OfficialSplitError(str(e)) from None
     try:
