@@ -88,12 +88,16 @@ def cmd_ucf_archive(a):
 
 
 def cmd_fetch_weights(a):
-    from extractors.weights import fetch, sidecar
+    from extractors.weights import backbone_check, fetch, sidecar
 
     if a.record and Path(a.record) != sidecar(a.out):
         raise SystemExit(f"--record must be {sidecar(a.out)} (where the record of --out is written), got {a.record}")
+    if bool(a.backbone) != bool(a.param):
+        raise SystemExit("--backbone and --param go together (the backbone parameter the file fills)")
+    content = backbone_check(a.backbone, a.param, Path(a.out).name) if a.backbone else None
+    what = f"the {a.param} file of backbone {a.backbone!r}" if a.backbone else ""
     print(json.dumps(fetch(a.url, a.out, a.sha256 or None, a.where, retries=a.retries, backoff=a.backoff,
-                           limits=_limits(a, deadline=None))))
+                           limits=_limits(a, deadline=None), content=content, content_name=what)))
 
 
 def cmd_lock(a):
@@ -183,7 +187,8 @@ def cmd_official_splits(a):
     from extractors.sources.official import fetch_official, official_class_names, official_splits
     from extractors.splits import write_splits
 
-    root = fetch_official(a.cache, a.source or None, [a.dataset], retries=a.retries, limits=_limits(a, 600))
+    root = fetch_official(a.cache, a.source or None, [a.dataset], retries=a.retries, limits=_limits(a, 600),
+                          backoff=a.backoff)
     splits = official_splits(root, a.dataset, a.variant)
     write_splits(a.out, splits)
     if a.class_names:
@@ -360,6 +365,8 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--out", required=True)
     p.add_argument("--where", default="weights", help="config key for messages")
     p.add_argument("--record", help="where the workflow expects the record (checked: always <out>.json)")
+    p.add_argument("--backbone", default="", help="check the file as this backbone's --param file (its keys)")
+    p.add_argument("--param", default="", help="the backbone parameter the file fills (weights, pca, ...)")
     p.add_argument("--retries", type=int, default=0, help="further tries after a network error or HTTP 5xx/429")
     p.add_argument("--backoff", type=float, default=5.0, help="seconds before the first retry, doubled each time")
     _limit_args(p, "none")
@@ -433,7 +440,8 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--source", default="", help="http(s) base URL or local folder holding avgzsl_benchmark_datasets/ "
                                                 "(default: GitHub at the pinned commit)")
     p.add_argument("--cache", required=True, help="where the verified files are kept (reused when their digests match)")
-    p.add_argument("--retries", type=int, default=3)
+    p.add_argument("--retries", type=int, default=3, help="further tries after a transient failure")
+    p.add_argument("--backoff", type=float, default=1.0, help="seconds before the first retry, doubled each time")
     p.add_argument("--out", required=True, help="split folder to write")
     p.add_argument("--class-names", help="also write the class-name table (original,manual) of the official files")
     _limit_args(p, "600")

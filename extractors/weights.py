@@ -57,14 +57,17 @@ def sha256_of(path: str | Path) -> str:
 
 def fetch(url: str, out: str | Path, sha256: str | None = None, where: str = "weights", timeout: float = 60,
           retries: int = 0, backoff: float = 5.0, limits: Limits | None = None,
-          sleep: Callable[[float], None] | None = None) -> dict:
+          sleep: Callable[[float], None] | None = None, content: Callable[[Path], None] | None = None,
+          content_name: str = "") -> dict:
     """Bring ``url`` to ``out`` (atomically) and write ``out``.json; returns the record. ``where`` names the config
     key in messages. ``retries``: further tries after a transient failure (network error, HTTP 5xx/429, a body
     shorter than announced, an HTML page, a trickle below ``limits.min_rate``), ``backoff`` seconds apart, doubled
     each time, or what ``Retry-After`` asks; each try resumes the partial file when that is safe (:func:`_download`).
     ``limits`` (default :data:`avzsl.fetching.LARGE_FILE_LIMITS` with ``timeout``): the deadlines. Before the file
     gets its final name it must pass the format check of its kind (:func:`check_format`), the configured digest and,
-    for a url, the digest locked in the lock file (:mod:`avzsl.lockfile`; recorded there on first use)."""
+    for a url, the digest locked in the lock file (:mod:`avzsl.lockfile`; recorded there on first use).
+    ``content``: a further check of what the file holds (e.g. :func:`backbone_check`: a checkpoint has the keys its
+    backbone loads), raising ValueError; ``content_name`` says what the file should be in its message."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     partial = out.with_name(out.name + ".partial")
@@ -90,6 +93,8 @@ def fetch(url: str, out: str | Path, sha256: str | None = None, where: str = "we
             raise WeightsError(f"{e} ({kept})") from None
     try:
         check_format(partial, out.name, url)
+        if content is not None:
+            _check_content(content, partial, out.name, url, content_name)
     except WeightsError:
         _discard(partial)
         raise
@@ -234,6 +239,28 @@ def check_format(path: str | Path, name: str, url: str) -> str | None:
     return kind
 
 
+def _check_content(content: Callable[[Path], None], partial: Path, name: str, url: str, what: str) -> None:
+    try:
+        content(partial)
+    except ValueError as e:
+        reason = " ".join(str(e).split()).replace(f"{partial}: ", "").replace(str(partial), name)
+        reason = reason if len(reason) <= 400 else reason[:400] + "…"
+        raise WeightsError(f"{url}: not {what or 'the expected file'} ({reason}); the download was discarded "
+                           "(check the url; the next run downloads it again)") from None
+
+
+def backbone_check(backbone: str, param: str, name: str) -> Callable[[Path], None]:
+    """The content check of a file that fills ``param`` of ``backbone`` (to be named ``name``):
+    :meth:`Backbone.check_file`, e.g. a strict load of the official checkpoint layout."""
+    def check(path: Path) -> None:
+        import extractors.backbones  # noqa: F401 - registers the backbones (torch: only here)
+        from extractors.backbones.base import backbone_class
+
+        backbone_class(backbone).check_file(param, path, name)
+
+    return check
+
+
 def _looks_like_html(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(512).lstrip().lower()
@@ -282,8 +309,12 @@ def _archive_problem(path: Path, lower: str) -> str | None:
 
 
 def _npz_problem(path: Path) -> str | None:
+    import zipfile
+
     import numpy as np
 
+    if not zipfile.is_zipfile(path):  # numpy would try it as a pickle and say so, which misleads
+        return "it is not a zip archive of arrays"
     try:
         with np.load(path, allow_pickle=False) as z:
             for key in z.files:
@@ -355,7 +386,7 @@ def _reserved(params: dict) -> set[str]:
 def weight_targets(feature_set: str, spec: dict[str, dict]) -> dict[str, dict]:
     """The files a normalised feature set (``{"audio": {backbone, params}, "video": ...}``) needs fetched, by their
     path under ``resources/weights/<feature set>/<part>/``: ``{path: {"url", "sha256", "part", "param"}}``; part
-    ``av`` when both modalities share one backbone."""
+    ``av`` when both modalities share one backbone; ``backbone`` names the backbone whose ``param`` the file fills."""
     parts = {"av": spec["audio"]} if spec["audio"] == spec["video"] else dict(spec)
     out = {}
     for part, entry in parts.items():
@@ -365,7 +396,7 @@ def weight_targets(feature_set: str, spec: dict[str, dict]) -> dict[str, dict]:
             if path in out:
                 raise WeightsError(f"feature_sets.{feature_set}: {out[path]['param']} and {param} both fetch a file "
                                    f"named {name}")
-            out[path] = {"url": url, "sha256": sha256, "part": part, "param": param}
+            out[path] = {"url": url, "sha256": sha256, "part": part, "param": param, "backbone": entry["backbone"]}
     return out
 
 

@@ -5,139 +5,24 @@ hand (docs/acquisition.md, "Verified downloads")."""
 from __future__ import annotations
 
 import email.utils
-import http.server
-import io
 import json
 import shutil
-import tarfile
-import threading
 import time
-import zipfile
 from pathlib import Path
 
 import pytest
 from helpers import cli_error
+from hostile_server import CKPT, ETAG, FILES, serve_hostile
 
 from avzsl.fetching import FetchError, Limits, http_get, retry_after_seconds
 from extractors.sources.official import official_files
 from extractors.weights import check_format
 
 
-def _checkpoint_bytes() -> bytes:
-    import torch
-
-    buf = io.BytesIO()
-    torch.save({"w": torch.arange(65_536, dtype=torch.float32)}, buf)
-    return buf.getvalue()
-
-
-def _zip_bytes() -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w") as z:
-        for i in range(4):
-            z.writestr(f"UCF-101/C{i}/v_C{i}_g01_c01.avi", bytes(range(256)) * 64 * (i + 1))
-    return buf.getvalue()
-
-
-def _tar_bytes(mode: str = "w:gz") -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode=mode) as t:
-        for i in range(4):
-            data = bytes((j * 7 + i) % 251 for j in range(40_000))
-            info = tarfile.TarInfo(f"d/f{i}.bin")
-            info.size = len(data)
-            t.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
-CKPT = _checkpoint_bytes()
-ETAG = '"v1"'
-FILES = {"/w.pth": CKPT, "/UCF101.zip": _zip_bytes(), "/a.tar.gz": _tar_bytes(), "/UCF101.rar": _tar_bytes("w")}
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    mode: str  # how the next answers misbehave; "good" once the server is fixed
-    log: list  # (monotonic time, path, Range header, If-Range header)
-    files: dict
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):  # noqa: N802 - the http.server interface
-        srv, mode = self.server, self.server.mode
-        srv.log.append((time.monotonic(), self.path, self.headers.get("Range"), self.headers.get("If-Range")))
-        body = srv.files.get(self.path)
-        if body is None:
-            self.send_error(404, "Not Found")
-            return
-        try:
-            self._answer(mode, body)
-        except OSError:  # the client gave up (a trickle stopped)
-            pass
-
-    def _answer(self, mode, body):
-        srv = self.server
-        rng = self.headers.get("Range")
-        if mode == "html":
-            page = b"<!DOCTYPE html><html><body>Please log in</body></html>"
-            self._send(200, page, {"Content-Type": "text/html; charset=utf-8"})
-        elif mode == "short":  # announces the whole body, sends half, closes
-            self._send(200, body[: len(body) // 2], {"Content-Length": str(len(body))})
-        elif mode == "cut":  # a consistent answer, but of half the file
-            self._send(200, body[: len(body) // 2])
-        elif mode == "416" and rng:
-            self._send(416, b"", {"Content-Range": f"bytes */{srv.claimed_size or len(body)}"})
-        elif mode == "range0" and rng:  # a 206 that starts at byte 0 whatever was asked
-            self._send(206, body, {"Content-Range": f"bytes 0-{len(body) - 1}/{len(body)}"})
-        elif mode == "trickle":
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.send_header("ETag", ETAG)
-            self.end_headers()
-            for b in body:
-                self.wfile.write(bytes([b]))
-                self.wfile.flush()
-                time.sleep(0.2)
-        elif mode == "stall":
-            self.send_response(200)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.flush()
-            time.sleep(30)
-        elif mode.startswith("busy"):  # busy:<Retry-After>: 503 once, then good
-            srv.mode = "good"
-            self._send(503, b"busy", {"Retry-After": mode.split(":", 1)[1]})
-        else:
-            start = 0
-            if rng and self.headers.get("If-Range") == ETAG:
-                start = int(rng.removeprefix("bytes=").rstrip("-"))
-            headers = {"Content-Range": f"bytes {start}-{len(body) - 1}/{len(body)}"} if start else {}
-            self._send(206 if start else 200, body[start:], headers)
-
-    def _send(self, code, body, headers=None):
-        headers = {"Content-Length": str(len(body)), "ETag": ETAG, "Content-Type": "application/octet-stream",
-                   **(headers or {})}
-        self.send_response(code)
-        for k, v in headers.items():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.write(body)
-        self.wfile.flush()
-        self.close_connection = True
-
-    def log_message(self, *args):
-        pass
-
-
 @pytest.fixture
 def server():
-    srv = _Server(("127.0.0.1", 0), _Handler)
-    srv.mode, srv.log, srv.files, srv.claimed_size = "good", [], dict(FILES), None
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv, f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with serve_hostile() as served:
+        yield served
 
 
 _cli = cli_error
@@ -369,7 +254,21 @@ def test_format_checks_per_kind(tmp_path):
     assert check("g.bin", b"3000000 300\n") == "a fastText or word2vec .bin"
     for name, data, words in [("a.json", b'{"a": ', "does not parse as JSON"), ("a.txt", b"\xff\xfe", "not UTF-8"),
                               ("v.bin", b"\x00" * 8, "fastText magic number"),
-                              ("p.npz", b"PK\x03\x04 cut", "allow_pickle=False"),
+                              ("p.npz", b"PK\x03\x04 cut", "not a zip archive of arrays"),
                               ("w.pt", b"\x80\x02garbage", "not a checkpoint")]:
         with pytest.raises(ValueError, match=words):
             check(name, data)
+
+
+def test_fetch_checks_a_checkpoint_against_the_keys_its_backbone_loads(server, tmp_path):
+    """A loadable checkpoint of another network is refused at fetch with the keys that do not fit, not at
+    extraction; the right layout passes (bench/official_layouts.py fabricates it)."""
+    from bench.official_layouts import selavi_state, write_selavi
+
+    srv, base = server
+    out = tmp_path / "selavi.pth"
+    _one_line(_fetch_cli(f"{base}/w.pth", out, "--backbone", "selavi", "--param", "weights"),
+              "/w.pth: not the weights file of backbone 'selavi'", "missing", "discarded")
+    _nothing_final(out)
+    srv.files["/w.pth"] = write_selavi(tmp_path / "src.pth", selavi_state()).read_bytes()
+    _fixed_rerun(srv, f"{base}/w.pth", out, srv.files["/w.pth"], "--backbone", "selavi", "--param", "weights")

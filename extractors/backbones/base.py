@@ -21,6 +21,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -169,6 +170,12 @@ class Backbone(nn.Module):
     def __init__(self, **params):
         super().__init__()
         self.params = params
+
+    @classmethod
+    def check_file(cls, param: str, path: Path, name: str) -> None:
+        """Check a fetched file for parameter ``param`` before it gets its final ``name``: a checkpoint has the keys
+        and shapes this backbone loads. Raises :class:`BackboneError` saying what does not fit. The default checks
+        nothing beyond the fetch's check of the file's kind (extractors/weights.py)."""
 
     # ---------------------------------------------------------------- what subclasses implement
     def window_data(self, clip: Clip, modality: str, starts: np.ndarray) -> torch.Tensor:

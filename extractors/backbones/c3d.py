@@ -82,6 +82,11 @@ class C3D(Backbone):
     # what the reference mode fixes (the clean mode's parameters that it overrides)
     REFERENCE = {"channel_order": "bgr", "fps": 25.0, "decode_short_side": None}
 
+    @classmethod
+    def check_file(cls, param, path, name):
+        if param == cls.weights_param:
+            load_c3d(path)
+
     def __init__(self, weights, mode, channel_order, colour_negative, fps, decode_short_side):
         super().__init__(weights=weights, mode=mode, channel_order=channel_order, colour_negative=colour_negative,
                          fps=fps, decode_short_side=decode_short_side)

@@ -136,6 +136,11 @@ class SeLaVi(Backbone):
     N_FILTERS = 257
     N_FFT = 1024
 
+    @classmethod
+    def check_file(cls, param, path, name):
+        if param == cls.weights_param:
+            load_selavi(path)
+
     def __init__(self, weights, mode):
         super().__init__(weights=weights, mode=mode)
         if mode not in MODES:

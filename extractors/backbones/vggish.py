@@ -74,10 +74,11 @@ def load_vggish(path, final_relu: bool = True) -> VGGishNet:
     return net
 
 
-def load_pca(path) -> tuple[np.ndarray, np.ndarray]:
-    """(eigenvectors (128, 128), means (128,)) from the released .npz or a .pth with the same names."""
+def load_pca(path, suffix: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(eigenvectors (128, 128), means (128,)) from the released .npz or a .pth with the same names; ``suffix``:
+    the kind when the name does not say it (a file still being fetched)."""
     path = Path(path)
-    if path.suffix == ".npz":
+    if (suffix or path.suffix) == ".npz":
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in z.files}
     else:
@@ -138,6 +139,13 @@ class VGGish(Backbone):
     WINDOW = 0.96
     # what the reference mode fixes
     REFERENCE = {"embedding": "quantized", "rounding": "truncate", "final_relu": True, "hop_seconds": None}
+
+    @classmethod
+    def check_file(cls, param, path, name):
+        if param == cls.weights_param:
+            load_vggish(path)
+        elif param == "pca":
+            load_pca(path, Path(name).suffix)
 
     def __init__(self, weights, pca, mode, embedding, rounding, final_relu, hop_seconds):
         super().__init__(weights=weights, pca=pca, mode=mode, embedding=embedding, rounding=rounding,

@@ -89,17 +89,19 @@ def _local_root(source: str | Path) -> Path | None:
 
 
 def http_get(url: str, timeout: float = 60, retries: int = 3, opener: Callable | None = None,
-             limits: fetching.Limits | None = None) -> bytes:
+             limits: fetching.Limits | None = None, backoff: float = 1.0) -> bytes:
     """GET ``url`` (avzsl.fetching: retries with back-off on network errors, 5xx/429 answers and short bodies)."""
     try:
-        return fetching.http_get(url, timeout=timeout, retries=retries, opener=opener, limits=limits)
+        return fetching.http_get(url, timeout=timeout, retries=retries, backoff=backoff, opener=opener,
+                                 limits=limits)
     except fetching.FetchError as e:
         raise OfficialSplitError(str(e)) from None
 
 
 def fetch_official(dest: str | Path, source: str | Path | None = None, datasets: Iterable[str] = DATASETS,
                    commit: str = AVCA_COMMIT, retries: int = 3, timeout: float = 60,
-                   opener: Callable | None = None, limits: fetching.Limits | None = None) -> Path:
+                   opener: Callable | None = None, limits: fetching.Limits | None = None,
+                   backoff: float = 1.0) -> Path:
     """Bring the official split files to ``dest`` and return ``dest/avgzsl_benchmark_datasets``.
 
     ``source``: None (GitHub at ``commit``), an http(s) base URL (``<base>/<path>``), or a local folder holding
@@ -124,7 +126,7 @@ def fetch_official(dest: str | Path, source: str | Path | None = None, datasets:
                 where = RAW_URL.format(repo=AVCA_REPO, commit=commit, path=item.path)
             else:
                 where = str(source).rstrip("/") + "/" + item.path
-            data = http_get(where, timeout=timeout, retries=retries, opener=opener, limits=limits)
+            data = http_get(where, timeout=timeout, retries=retries, opener=opener, limits=limits, backoff=backoff)
         digest = _sha256(data)
         if digest != item.sha256:
             raise OfficialSplitError(f"{where}: sha256 {digest} differs from the pinned {item.sha256} "

@@ -133,12 +133,12 @@ rule fetch_ucf_archive:
     params:
         url=lambda w: DATASETS[w.dataset]["ucf_archive"]["archive"],
         sha256=lambda w: DATASETS[w.dataset]["ucf_archive"]["sha256"],
-        retries=lambda w: DATASETS[w.dataset]["ucf_archive"]["retries"],
         where=lambda w: f"datasets.{w.dataset}.ucf_archive.archive",
+        limits=lambda w: fetch_options(DATASETS[w.dataset]["ucf_archive"]["retries"]),
     shell:
         "python -m training.cli --quiet fetch-weights --url {params.url:q} --sha256={params.sha256:q}"
         " --out {output.archive:q} --record {output.record:q} --where {params.where:q}"
-        " --retries {params.retries} > {log:q} 2>&1"
+        " {params.limits} > {log:q} 2>&1"
 
 
 rule ucf_archive:

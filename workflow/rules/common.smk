@@ -389,6 +389,23 @@ def weight_where(wildcards):
     return f"feature_sets.{wildcards.feature_set}{part}.params{param}"
 
 
+def fetch_options(retries=None):
+    """The limits of config key fetch as options of a fetching command; ``retries`` overrides fetch.retries."""
+    f = config["fetch"]
+    tries = f["retries"] if retries is None else retries
+    deadline = 0 if f["deadline"] is None else f["deadline"]  # 0: none
+    return (
+        f"--retries {tries} --backoff {f['backoff']} --timeout {f['timeout']} --min-rate {f['min_rate']}"
+        f" --rate-window {f['rate_window']} --deadline {deadline} --retry-after-cap {f['retry_after_cap']}"
+    )
+
+
+def weight_check(wildcards):
+    """Options that have the fetched file checked as the file parameter it fills (a checkpoint's keys)."""
+    t = weight_target(wildcards)
+    return f"--backbone {t['backbone']} --param {t['param']}"
+
+
 def max_seconds_option(wildcards):
     limit = config["extract"]["max_seconds"]
     return [] if limit is None else ["--max-seconds", str(limit)]

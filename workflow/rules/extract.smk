@@ -21,10 +21,12 @@ rule fetch_weights:
         url=lambda w: weight_target(w)["url"],
         sha256=lambda w: weight_target(w)["sha256"],
         where=weight_where,
+        check=weight_check,
+        limits=fetch_options(),
     shell:
         "python -m training.cli --quiet fetch-weights --url {params.url:q} --sha256={params.sha256:q}"
-        " --out {output.weights:q} --record {output.record:q} --where {params.where}"
-        " --retries 3 > {log:q} 2>&1"
+        " --out {output.weights:q} --record {output.record:q} --where {params.where} {params.check}"
+        " {params.limits} > {log:q} 2>&1"
 
 
 rule extract_shard:

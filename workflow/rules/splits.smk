@@ -83,10 +83,11 @@ rule fetch_official_splits:
         name=lambda w: DATASETS[w.dataset]["splits"]["official"]["dataset"],
         source=lambda w: DATASETS[w.dataset]["splits"]["official"]["source"],
         out=lambda w, output: folder_of(output),
+        limits=fetch_options(),
     shell:
         "python -m training.cli --quiet --threads {threads} official-splits --dataset {params.name}"
         " --variant {wildcards.variant} --source {params.source:q} --cache resources/official"
-        " --out {params.out:q} --class-names {output.class_names:q} > {log:q} 2>&1"
+        " --out {params.out:q} --class-names {output.class_names:q} {params.limits} > {log:q} 2>&1"
 
 
 rule official_download_list:

@@ -17,9 +17,10 @@ rule fetch_text_weights:
         url=lambda w: text_fetch_target(w)["url"],
         sha256=lambda w: text_fetch_target(w)["sha256"],
         block=f"text.{TEXT_ENCODER}",
+        limits=fetch_options(),
     shell:
         "python -m training.cli --quiet fetch-weights --url {params.url:q} --sha256={params.sha256:q}"
-        " --out {output:q} --where {params.block} > {log:q} 2>&1"
+        " --out {output:q} --where {params.block} {params.limits} > {log:q} 2>&1"
 
 
 rule class_text:
