@@ -34,12 +34,12 @@ def test_every_rule_names_the_environment_and_a_log():
 
 
 def test_console_entry_point_runs_every_stage():
-    out = subprocess.run([sys.executable, "-m", "training.cli", "--help"], capture_output=True, text=True, check=True)
-    for cmd in ("demo-data", "extract", "merge-features", "build-splits", "text", "import-avca", "train", "evaluate",
-                "report"):
+    out = subprocess.run([sys.executable, "-m", "avzsl", "--help"], capture_output=True, text=True, check=True)
+    for cmd in ("demo-videos", "extract", "merge-features", "build-splits", "class-text", "import-released", "train",
+                "evaluate", "summary", "evidence-run"):
         assert cmd in out.stdout
     scripts = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["scripts"]
-    assert scripts == {"avzsl": "training.cli:main"}
+    assert scripts == {"avzsl": "avzsl.app.cli:main"}
 
 
 def test_ci_runs_the_readme_test_command():

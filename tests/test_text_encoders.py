@@ -279,7 +279,7 @@ def test_text_command_writes_a_report_and_names_a_class_without_known_words(tmp_
 def test_the_workflow_checks_the_text_section_before_running(tmp_path):
     from snakemake.utils import validate
 
-    from avzsl.workflow_config import check_config
+    from avzsl.app.workflow_config import check_config
     from training.config import ConfigError
 
     def config(text):
