@@ -41,7 +41,9 @@ def describe_schema_error(err) -> str:
     where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
     if err.validator == "additionalProperties":
         unknown = re.findall(r"'([^']+)' w(?:as|ere) unexpected", err.message)
-        return f"config: unknown key {', '.join(unknown) or err.message} in {where}"
+        known = sorted(err.schema.get("properties") or {})
+        return (f"config: unknown key {', '.join(unknown) or err.message} in {where}"
+                + (f"; known: {', '.join(known)}" if known else ""))
     return f"config: {where}: {err.message}"
 
 
