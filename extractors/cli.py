@@ -1,7 +1,7 @@
 """The preparation commands of ``avzsl`` (:mod:`avzsl.app.cli` joins every package's commands): everything that
 turns raw inputs into stored artefacts. Each command is the function of its name (``-`` as ``_``) and runs the rule
-of that name, or the rules ``<command>_<qualifier>`` (docs/report.md, "Rules and commands"); the work itself is done
-by the module each function calls."""
+of that name, or the rules ``<command>_<qualifier>`` (README, "Commands"); the work itself is done by the
+module each function calls."""
 
 from __future__ import annotations
 
@@ -337,7 +337,7 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     _lock_arg(p, fetch_official_splits)
 
     p = sub.add_parser("official-download-list", help="download list of an official split folder")
-    p.add_argument("--splits", required=True, help="split folder (canonical, as official-splits writes it)")
+    p.add_argument("--splits", required=True, help="split folder (canonical, as fetch-official-splits writes it)")
     p.add_argument("--dataset", required=True, choices=["ActivityNet", "VGGSound"])
     p.add_argument("--variant", default="main", choices=["main", "cls"])
     p.add_argument("--activitynet-annotations", default="",

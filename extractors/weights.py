@@ -392,7 +392,7 @@ def check_local(params: dict, where: str) -> dict:
     for param, (url_key, sha_key) in file_param_keys(params).items():
         if params.get(url_key):
             raise WeightsError(f"{where}.params.{url_key}: files given by url are fetched by the workflow (rule "
-                               f"fetch_weights, or `avzsl fetch-weights`); pass the local file as '{param}'")
+                               f"fetch_weights, or `avzsl fetch`); pass the local file as '{param}'")
         if params.get(sha_key) and params.get(param):
             digest = sha256_of(params[param])
             if digest != params[sha_key].lower():
