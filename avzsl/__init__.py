@@ -1,5 +1,6 @@
 """avzsl: audio-visual (generalised) zero-shot video classification, from raw videos to a results table.
 
-``extractors/`` prepares every stored input, ``training/`` trains and evaluates; this package holds what both share
-(:mod:`avzsl.common`) and the workflow configuration checks (:mod:`avzsl.workflow_config`). The ``avzsl`` command is
-:func:`training.cli.main`, which joins the commands of both stages."""
+This package is the ground floor every other package shares (:mod:`avzsl.common`, :mod:`avzsl.fetching`,
+:mod:`avzsl.lockfile`, :mod:`avzsl.gpu_pool`); its subpackage :mod:`avzsl.app` is the top floor: the ``avzsl``
+command, which joins the commands of ``extractors``, ``training`` and ``bench``, and the workflow's configuration
+check (tests/test_floors.py)."""

@@ -10,7 +10,7 @@ exceeds ``--t`` (2.0 by default, about p < 0.1 two-sided at 5 seeds each); the m
     python -m bench.daan_evidence --seeds 2 --steps 5 --scale 0.1 --variants base,daan   # a quick smoke run
 
 The Snakemake target ``daan_evidence`` (workflow/rules/evidence.smk) runs the same thing one job per variant and
-seed: ``--prepare`` writes the benchmark, ``--json-out`` keeps one job's runs, ``--from-runs`` makes the table.
+seed through the commands ``avzsl evidence-benchmark``, ``evidence-run`` and ``evidence-table`` (:mod:`bench.cli`).
 """
 
 from __future__ import annotations
@@ -99,6 +99,59 @@ def _table(runs: dict[str, list[dict]], dataset: str, steps: int, t: float) -> s
                      "chance_gzsl": first["chance_gzsl"], "chance_zsl": first["chance_zsl"]})
 
 
+def unknown_variants(names: list[str]) -> list[str]:
+    return [n for n in names if n not in VARIANTS]
+
+
+def read_runs(paths: list[str]) -> dict[str, list[dict]]:
+    """The runs of ``--json-out`` files by variant (in VARIANTS order, then any other), each sorted by seed."""
+    runs: dict[str, list[dict]] = {}
+    for path in paths:
+        for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+            try:
+                r = json.loads(line)
+                runs.setdefault(r["variant"], []).append(r)
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{path}, line {number}: not a run of evidence-run ({type(e).__name__}: {e}); "
+                                 "delete the file and rerun the evidence_run job that writes it") from None
+    order = [n for n in VARIANTS if n in runs] + [n for n in runs if n not in VARIANTS]
+    return {n: sorted(runs[n], key=lambda r: r["seed"]) for n in order}
+
+
+def write_table(runs: dict[str, list[dict]], dataset: str, steps: int, t: float, out: str | None) -> str:
+    text = _table(runs, dataset_name(dataset), steps, t)
+    if out:
+        _write_atomic(out, text)
+    return text
+
+
+def prepare_benchmark(folder: str | Path, dataset: str, scale: float) -> dict:
+    """The synthetic benchmark every variant and seed trains on (one benchmark: the seeds vary the training)."""
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    return benchmark_paths(Path(folder), dataset_name(dataset), 0, scale)
+
+
+def run_variants(paths: dict, dataset: str, names: list[str], first_seed: int, seeds: int, steps: int,
+                 batch_size: int, device: str, json_out: str | None = None) -> dict[str, list[dict]]:
+    """Train and score every variant with each seed; each result is printed as a JSON line (and kept in
+    ``json_out``)."""
+    if unknown_variants(names):
+        raise ValueError(f"unknown variant(s) {unknown_variants(names)}; known: {', '.join(VARIANTS)}")
+    runs = {n: [] for n in names}
+    lines = []
+    for seed in range(first_seed, first_seed + seeds):
+        for name in names:
+            model, overrides = VARIANTS[name]
+            result = evaluate_model(model, paths, dataset_name(dataset), steps, batch_size or None, seed, device,
+                                    {"model": overrides} if overrides else None)
+            runs[name].append(result)
+            lines.append(json.dumps({"variant": name, "seed": seed, **result}))
+            print(lines[-1], flush=True)
+    if json_out:
+        _write_atomic(json_out, "\n".join(lines) + "\n")
+    return runs
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
@@ -118,46 +171,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--from-runs", nargs="+", metavar="JSONL", help="no training: the table from --json-out files")
     args = ap.parse_args(argv)
     if args.from_runs:
-        runs: dict[str, list[dict]] = {}
-        for path in args.from_runs:
-            for line in Path(path).read_text().splitlines():
-                r = json.loads(line)
-                runs.setdefault(r["variant"], []).append(r)
-        order = [n for n in VARIANTS if n in runs] + [n for n in runs if n not in VARIANTS]
-        text = _table({n: sorted(runs[n], key=lambda r: r["seed"]) for n in order}, dataset_name(args.dataset),
-                      args.steps, args.t)
-        print(text)
-        if args.out:
-            _write_atomic(args.out, text)
+        print(write_table(read_runs(args.from_runs), args.dataset, args.steps, args.t, args.out))
         return
     torch.set_num_threads(args.threads)
-    dataset = dataset_name(args.dataset)
     names = args.variants.split(",")
-    unknown = [n for n in names if n not in VARIANTS]
-    if unknown:
-        raise SystemExit(f"unknown variant(s) {unknown}; known: {', '.join(VARIANTS)}")
-    runs = {n: [] for n in names}
-    lines = []
+    if unknown_variants(names):
+        raise SystemExit(f"unknown variant(s) {unknown_variants(names)}; known: {', '.join(VARIANTS)}")
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(args.data or tmp)
-        folder.mkdir(parents=True, exist_ok=True)
-        paths = benchmark_paths(folder, dataset, 0, args.scale)  # one benchmark; the seeds vary the training
+        paths = prepare_benchmark(args.data or tmp, args.dataset, args.scale)
         if args.prepare:
             return
-        for seed in range(args.first_seed, args.first_seed + args.seeds):
-            for name in names:
-                model, overrides = VARIANTS[name]
-                result = evaluate_model(model, paths, dataset, args.steps, args.batch_size or None, seed, args.device,
-                                        {"model": overrides} if overrides else None)
-                runs[name].append(result)
-                lines.append(json.dumps({"variant": name, "seed": seed, **result}))
-                print(lines[-1], flush=True)
-    if args.json_out:
-        _write_atomic(args.json_out, "\n".join(lines) + "\n")
-    text = _table(runs, dataset, args.steps, args.t)
-    print(text)
-    if args.out:
-        _write_atomic(args.out, text)
+        runs = run_variants(paths, args.dataset, names, args.first_seed, args.seeds, args.steps, args.batch_size,
+                            args.device, args.json_out)
+    print(write_table(runs, args.dataset, args.steps, args.t, args.out))
 
 
 if __name__ == "__main__":

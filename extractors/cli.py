@@ -1,31 +1,13 @@
-"""The preparation commands of ``avzsl``: everything that turns raw inputs into stored artefacts.
-
-    demo-data       generate the offline demo dataset (videos, manifest, class names)
-    scan-folder     manifest for a local folder of <class>/<video> files
-    extract         per-window features for one shard of a manifest
-    fetch-weights   download a weight file into place, check and record its sha256
-    lock            list the lock file's digests; --update <url> / --update-all re-lock deliberately
-    download        clips of a download list (yt-dlp), their manifest and the unavailable ones
-    download-merge  join download shards; coverage per split and class
-    ucf-archive     extract UCF101 from its .rar and write its manifest
-    merge-features  join shard stores into one feature store
-    build-splits    two-stage zero-shot splits from a manifest
-    copy-splits     check an official split folder and write it in canonical form
-    official-splits fetch the official AVCA split files (pinned commit, checksums) and write one split canonically
-    official-download-list
-                    the download list of an official split (YouTube ids, time ranges)
-    leakage-free-splits
-                    splits whose unseen classes a backbone's pre-training vocabularies do not cover, and a report
-    coverage        available / listed videos per split and class, from a manifest and a split folder
-    text            class text embeddings
-    import-avca     features, splits or text from a released AVCA feature tree
-"""
+"""The preparation commands of ``avzsl`` (:mod:`avzsl.app.cli` joins every package's commands): everything that
+turns raw inputs into stored artefacts. Each command is the function of its name (``-`` as ``_``) and runs the rule
+of that name, or the rules ``<command>_<qualifier>`` (README, "Commands"); the work itself is done by the
+module each function calls."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
-import logging
 from pathlib import Path
 
 from avzsl.common import json_arg
@@ -33,7 +15,7 @@ from avzsl.common import json_arg
 TITLE = "preparation (extractors/): raw inputs to stored features, splits and text"
 
 
-def cmd_demo_data(a):
+def demo_videos(a):
     from extractors.sources.demo import DemoSpec, generate
 
     out = Path(a.manifest).parent
@@ -41,13 +23,13 @@ def cmd_demo_data(a):
                    class_names=a.class_names))
 
 
-def cmd_scan_folder(a):
+def scan_local_folder(a):
     from extractors.sources.local import scan
 
     print(scan(a.root, Path(a.manifest).parent, a.descriptions, manifest=a.manifest, class_names=a.class_names))
 
 
-def cmd_extract(a):
+def extract(a):
     from extractors.extract import ExtractOptions, extract_shard
     from extractors.weights import read_record
 
@@ -62,14 +44,14 @@ def cmd_extract(a):
     print(json.dumps(stats, indent=2))
 
 
-def cmd_download(a):
+def download(a):
     from extractors.sources.download import DownloadOptions, download
 
     opts = DownloadOptions.from_dict(a.options)
     print(json.dumps(download(a.list, a.manifest, a.unavailable, a.videos, opts, a.shard, a.shards)))
 
 
-def cmd_download_merge(a):
+def download_manifest(a):
     from extractors.sources.download import coverage, merge_shards, write_coverage
 
     merge_shards(a.shard_manifest, a.shard_unavailable, a.manifest, a.unavailable, a.class_names, a.descriptions)
@@ -77,7 +59,7 @@ def cmd_download_merge(a):
     print(a.manifest)
 
 
-def cmd_ucf_archive(a):
+def ucf_archive(a):
     from extractors.sources.ucf_archive import ucf_from_archive
 
     classes = list(a.classes)
@@ -87,20 +69,25 @@ def cmd_ucf_archive(a):
                                       classes or None, a.descriptions)))
 
 
-def cmd_fetch_weights(a):
-    from extractors.weights import backbone_check, fetch, sidecar
+def fetch(a):
+    from extractors.weights import fetch, sidecar
 
     if a.record and Path(a.record) != sidecar(a.out):
         raise SystemExit(f"--record must be {sidecar(a.out)} (where the record of --out is written), got {a.record}")
     if bool(a.backbone) != bool(a.param):
         raise SystemExit("--backbone and --param go together (the backbone parameter the file fills)")
-    content = backbone_check(a.backbone, a.param, Path(a.out).name) if a.backbone else None
+    content = None
+    if a.backbone:  # what the file holds: Backbone.check_file (torch: only here)
+        import extractors.backbones  # noqa: F401 - registers the backbones
+        from extractors.backbones.base import backbone_class
+
+        content = functools.partial(backbone_class(a.backbone).check_file, a.param, name=Path(a.out).name)
     what = f"the {a.param} file of backbone {a.backbone!r}" if a.backbone else ""
     print(json.dumps(fetch(a.url, a.out, a.sha256 or None, a.where, retries=a.retries, backoff=a.backoff,
                            limits=_limits(a, deadline=None), content=content, content_name=what)))
 
 
-def cmd_lock(a):
+def lock(a):
     from avzsl import lockfile
 
     path = lockfile.lock_path()
@@ -117,6 +104,7 @@ def _lock_arg(p: argparse.ArgumentParser, func) -> None:
     p.add_argument("--lock", default="", help="lock file of the fetched files' sha256 (default: $AVZSL_LOCK, else "
                                               "avzsl.lock.json in the working directory)")
 
+    @functools.wraps(func)
     def run(a):
         from avzsl import lockfile
 
@@ -149,21 +137,13 @@ def _limit_args(p: argparse.ArgumentParser, deadline: str) -> None:
                    help="the longest Retry-After of a 429/503 answer waited for (longer: stop, run again later)")
 
 
-def cmd_merge_features(a):
-    from extractors.feature_store import FeatureStore, merge_stores, write_failures_tsv
+def merge_features(a):
+    from extractors.feature_store import merge_features
 
-    n = merge_stores(a.shards, a.out)
-    store = FeatureStore(a.out)
-    failures, notes = store.failures(), store.notes()
-    logging.getLogger("avzsl").info("merged %d shards: %d videos, %d failed media, %d notes", len(a.shards), n,
-                                    len(failures), len(notes))
-    if a.failures:
-        write_failures_tsv(a.failures, failures)
-    if a.notes:
-        write_failures_tsv(a.notes, notes, header="note")
+    merge_features(a.shards, a.out, a.failures, a.notes)
 
 
-def cmd_build_splits(a):
+def build_splits(a):
     from extractors.sources.demo import read_factors
     from extractors.sources.manifest import read_manifest
     from extractors.splits import SplitRecipe, build_splits, write_splits
@@ -176,132 +156,52 @@ def cmd_build_splits(a):
     print(json.dumps({s: [len(splits.classes[s]), len(splits.videos[s])] for s in splits.classes}, indent=1))
 
 
-def cmd_copy_splits(a):
+def copy_splits(a):
     from extractors.splits import read_splits, write_splits
 
     write_splits(a.out, read_splits(a.src, a.all_class))
 
 
-def cmd_official_splits(a):
-    from extractors.sources.manifest import write_class_names
-    from extractors.sources.official import fetch_official, official_class_names, official_splits
-    from extractors.splits import write_splits
+def fetch_official_splits(a):
+    from extractors.sources.official import write_official_split
 
-    root = fetch_official(a.cache, a.source or None, [a.dataset], retries=a.retries, limits=_limits(a, 600),
-                          backoff=a.backoff)
-    splits = official_splits(root, a.dataset, a.variant)
-    write_splits(a.out, splits)
-    if a.class_names:
-        rows = official_class_names(root, a.dataset)
-        extra = [k for k in rows[0] if k not in ("original", "manual")]
-        write_class_names(a.class_names, rows, extra)
-    print(json.dumps({"dataset": a.dataset, "variant": a.variant, "classes": len(splits.all_classes),
-                      "videos": {s: len(v) for s, v in splits.videos.items()}}))
+    print(json.dumps(write_official_split(a.cache, a.source or None, a.dataset, a.variant, a.out, a.class_names,
+                                          a.retries, _limits(a, 600), a.backoff)))
 
 
-def cmd_official_download_list(a):
-    from extractors.sources.download import write_download_list
-    from extractors.sources.official import download_items, download_rows
-    from extractors.splits import read_splits
+def official_download_list(a):
+    from extractors.sources.official import write_official_download_list
 
-    annotations = None
-    if a.dataset == "ActivityNet":
-        annotations = a.activitynet_annotations or None
-    items, problems = download_items({a.variant: read_splits(a.splits)}, a.dataset, annotations)
-    write_download_list(a.out, download_rows(items))
-    if a.problems:
-        from avzsl.common import write_text_atomic
-
-        write_text_atomic(a.problems, "".join(f"{p}\n" for p in problems))
-    if problems:
-        logging.getLogger("avzsl").warning("%d video(s) without a time range (whole video listed), e.g. %s",
-                                           len(problems), problems[0])
-    print(json.dumps({"videos": len(items), "unresolved": len(problems)}))
+    annotations = (a.activitynet_annotations or None) if a.dataset == "ActivityNet" else None
+    print(json.dumps(write_official_download_list(a.splits, a.dataset, a.variant, annotations, a.out, a.problems)))
 
 
-def cmd_leakage_free_splits(a):
-    from extractors.leakage import (
-        LeakageError,
-        backbone_matches,
-        check_leakage,
-        keep_groups_apart,
-        leakage_free_splits,
-        read_overrides,
-        write_leakage_report,
-    )
-    from extractors.sources.manifest import read_class_names, read_manifest
-    from extractors.splits import SplitError, SplitRecipe, write_splits
+def leakage_free_splits(a):
+    from extractors.leakage import write_leakage_free_splits
+    from extractors.splits import SplitError
 
-    rows = read_manifest(a.manifest)
-    groups = {r.video_id: r.group or r.video_id for r in rows}
-    names = read_class_names(a.class_names) if a.class_names else {}
-    recipe = SplitRecipe(**{**a.recipe, "seen_only": tuple(a.recipe.get("seen_only", ()))})
     try:
-        matches = backbone_matches(sorted({r.label for r in rows}), a.backbone, a.vocabularies, names,
-                                   read_overrides(a.overrides) if a.overrides else None)
-        covered = {v: set(m) for v, m in matches.items()}
-        splits = leakage_free_splits([(r.video_id, r.label, r.group) for r in rows], recipe, matches)
-        if a.keep_sources_apart:
-            splits, _ = keep_groups_apart(splits, groups)
-        report = check_leakage(splits, covered, groups, keep_groups_apart=a.keep_sources_apart)
-    except (LeakageError, SplitError) as e:
+        summary = write_leakage_free_splits(a.manifest, a.class_names, a.recipe, a.backbone, a.vocabularies,
+                                            a.overrides, a.keep_sources_apart, a.out, a.report)
+    except SplitError as e:  # LeakageError too: what the split could not avoid, named with the backbone
         raise SystemExit(f"leakage-free split for backbone {a.backbone}: {e}") from None
-    write_splits(a.out, splits)
-    write_leakage_report(a.report, a.backbone, matches, splits, report, a.keep_sources_apart)
-    print(json.dumps({"backbone": a.backbone, "covered": {v: len(m) for v, m in matches.items()},
-                      "sharing": report.summary()}))
+    print(json.dumps(summary))
 
 
-def cmd_coverage(a):
+def split_coverage(a):
     from extractors.sources.download import coverage, write_coverage
 
     write_coverage(coverage(a.list or None, a.manifest, a.split_dir), a.coverage_tsv, a.coverage_md)
     print(a.coverage_md)
 
 
-def cmd_text(a):
-    from avzsl.common import write_json_atomic
-    from extractors.sources.manifest import read_class_names
-    from extractors.splits import read_splits
-    from extractors.text_encoders import check_params, encode_with_report
-    from extractors.text_encoders.word_vectors import NoKnownWord
-    from extractors.text_store import write_text_store
+def class_text(a):
+    from extractors.class_text import write_class_text
 
-    classes = read_splits(a.splits).all_classes
-    manual = read_class_names(a.class_names)
-    missing = [c for c in classes if c not in manual]
-    if missing:
-        raise ValueError(f"{a.class_names} has no text for classes {missing[:5]}")
-    texts = [a.template.format(manual[c]) for c in classes]
-    params = check_params(a.encoder, a.params)
-    try:
-        vectors, report = encode_with_report(texts, a.encoder, params)
-    except NoKnownWord as e:
-        raise ValueError(f"class {classes[e.index]!r}: {e}") from None
-    write_text_store(a.out, classes, texts, vectors, a.encoder, {**params, "template": a.template})
-    if a.report:
-        write_json_atomic(a.report, text_report(classes, texts, a.encoder, params, vectors, report))
+    write_class_text(a.splits, a.class_names, a.encoder, a.params, a.template, a.out, a.report)
 
 
-def text_report(classes, texts, encoder, params, vectors, report) -> dict:
-    """What the text command records beside the store: per class its text and, for word-vector encoders, the
-    words left out as out of vocabulary (fastText: whether the whole text was a vocabulary entry)."""
-    per_class = {}
-    for i, (c, t) in enumerate(zip(classes, texts)):
-        entry = {"text": t}
-        if "oov" in report:
-            entry["oov"] = report["oov"][i]
-        if "in_vocabulary" in report:
-            entry["in_vocabulary"] = bool(report["in_vocabulary"][i])
-        per_class[c] = entry
-    summary = {"encoder": encoder, "params": params, "dim": int(vectors.shape[1]), "classes": len(classes)}
-    if "oov" in report:
-        summary["classes_with_oov"] = sum(bool(x) for x in report["oov"])
-    summary.update({k: v for k, v in report.items() if k not in ("oov", "in_vocabulary")})
-    return {**summary, "per_class": per_class}
-
-
-def cmd_import_avca(a):
+def import_released(a):
     from extractors.sources import released_avca as R
 
     if a.what == "features":
@@ -316,19 +216,20 @@ def cmd_import_avca(a):
 
 def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     """Register the preparation commands; returns their names (for the grouped help)."""
-    p = sub.add_parser("demo-data", help="generate the offline demo dataset")
+    before = set(sub.choices)
+    p = sub.add_parser("demo-videos", help="generate the offline demo dataset")
     p.add_argument("--manifest", required=True, help="manifest to write (the clips go to videos/ beside it)")
     p.add_argument("--class-names", required=True, help="class-name table to write")
     p.add_argument("--spec", type=json_arg, default={})
     p.add_argument("--workers", type=int, default=0)
-    p.set_defaults(func=cmd_demo_data)
+    p.set_defaults(func=demo_videos)
 
-    p = sub.add_parser("scan-folder", help="manifest for <root>/<class>/<video> files")
+    p = sub.add_parser("scan-local-folder", help="manifest for <root>/<class>/<video> files")
     p.add_argument("--root", required=True)
     p.add_argument("--manifest", required=True, help="manifest to write")
     p.add_argument("--class-names", required=True, help="class-name table to write")
     p.add_argument("--descriptions", type=json_arg, default={})
-    p.set_defaults(func=cmd_scan_folder)
+    p.set_defaults(func=scan_local_folder)
 
     p = sub.add_parser("extract", help="features for one shard of a manifest")
     p.add_argument("--manifest", required=True)
@@ -357,9 +258,9 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
                    help="decode and window long videos in pieces of this many seconds (0: whole)")
     p.add_argument("--missing-modality", default="drop", choices=["drop", "keep"],
                    help="a video without an audio or video stream: record it as failed (drop) or keep it marked")
-    p.set_defaults(func=cmd_extract)
+    p.set_defaults(func=extract)
 
-    p = sub.add_parser("fetch-weights", help="download (or copy) a weight file, check and record its sha256")
+    p = sub.add_parser("fetch", help="download (or copy) a weight file, check and record its sha256")
     p.add_argument("--url", required=True, help="http(s) or file:// URL, or a local path")
     p.add_argument("--sha256", default="", help="expected digest (checked when given)")
     p.add_argument("--out", required=True)
@@ -370,13 +271,13 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--retries", type=int, default=0, help="further tries after a network error or HTTP 5xx/429")
     p.add_argument("--backoff", type=float, default=5.0, help="seconds before the first retry, doubled each time")
     _limit_args(p, "none")
-    _lock_arg(p, cmd_fetch_weights)
+    _lock_arg(p, fetch)
 
     p = sub.add_parser("lock", help="list the lock file of fetched files' sha256, or re-lock urls deliberately")
     p.add_argument("--update", nargs="+", default=[], metavar="URL",
                    help="forget these urls' locked digests: the next fetch of each locks the digest it gets")
     p.add_argument("--update-all", action="store_true", help="forget every locked digest")
-    _lock_arg(p, cmd_lock)
+    _lock_arg(p, lock)
 
     p = sub.add_parser("download", help="clips of a download list through yt-dlp; manifest and unavailable.tsv")
     p.add_argument("--list", required=True, help="download list csv (video_id,youtube_id,url,start,end,label,group)")
@@ -388,9 +289,9 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--options", type=json_arg, default={},
                    help="JSON: url_pattern, attempts, backoff, max_backoff, ratelimit, sleep_interval, timeout, "
                         "sections, retry_unavailable, ytdlp_options")
-    p.set_defaults(func=cmd_download)
+    p.set_defaults(func=download)
 
-    p = sub.add_parser("download-merge", help="join download shards; coverage report")
+    p = sub.add_parser("download-manifest", help="join download shards; coverage report")
     p.add_argument("--list", required=True)
     p.add_argument("--shard-manifest", nargs="+", required=True)
     p.add_argument("--shard-unavailable", nargs="+", required=True)
@@ -401,7 +302,7 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--split-dir", default="", help="official split folder (coverage per split when present)")
     p.add_argument("--coverage-tsv", required=True)
     p.add_argument("--coverage-md", required=True)
-    p.set_defaults(func=cmd_download_merge)
+    p.set_defaults(func=download_manifest)
 
     p = sub.add_parser("ucf-archive", help="extract UCF101's .rar (unar or bsdtar) and write its manifest")
     p.add_argument("--archive", required=True)
@@ -410,14 +311,14 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--classes", nargs="*", default=[], help="keep only these classes (default all)")
     p.add_argument("--classes-file", help="keep (also) the classes listed in this file, one a line (all_class.txt)")
     p.add_argument("--descriptions", type=json_arg, default={})
-    p.set_defaults(func=cmd_ucf_archive)
+    p.set_defaults(func=ucf_archive)
 
     p = sub.add_parser("merge-features", help="join shard stores")
     p.add_argument("--out", required=True)
     p.add_argument("--failures", help="also write failed media as TSV here")
     p.add_argument("--notes", help="also write the notes on stored videos (e.g. header fallbacks) as TSV here")
     p.add_argument("shards", nargs="+")
-    p.set_defaults(func=cmd_merge_features)
+    p.set_defaults(func=merge_features)
 
     p = sub.add_parser("build-splits", help="two-stage zero-shot splits from a manifest")
     p.add_argument("--manifest", required=True)
@@ -426,15 +327,15 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
                    help="keep every class attribute of unseen classes covered by training classes")
     p.add_argument("--recipe", type=json_arg, required=True)
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_build_splits)
+    p.set_defaults(func=build_splits)
 
     p = sub.add_parser("copy-splits", help="validate an official split folder and write it canonically")
     p.add_argument("--src", required=True)
     p.add_argument("--all-class")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_copy_splits)
+    p.set_defaults(func=copy_splits)
 
-    p = sub.add_parser("official-splits", help="fetch the official AVCA split files and write one split canonically")
+    p = sub.add_parser("fetch-official-splits", help="fetch the official AVCA split files and write one split canonically")
     p.add_argument("--dataset", required=True, choices=["UCF", "ActivityNet", "VGGSound"])
     p.add_argument("--variant", default="main", choices=["main", "cls"])
     p.add_argument("--source", default="", help="http(s) base URL or local folder holding avgzsl_benchmark_datasets/ "
@@ -445,17 +346,17 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--out", required=True, help="split folder to write")
     p.add_argument("--class-names", help="also write the class-name table (original,manual) of the official files")
     _limit_args(p, "600")
-    _lock_arg(p, cmd_official_splits)
+    _lock_arg(p, fetch_official_splits)
 
     p = sub.add_parser("official-download-list", help="download list of an official split folder")
-    p.add_argument("--splits", required=True, help="split folder (canonical, as official-splits writes it)")
+    p.add_argument("--splits", required=True, help="split folder (canonical, as fetch-official-splits writes it)")
     p.add_argument("--dataset", required=True, choices=["ActivityNet", "VGGSound"])
     p.add_argument("--variant", default="main", choices=["main", "cls"])
     p.add_argument("--activitynet-annotations", default="",
                    help="ActivityNet 1.3 annotation JSON (path or URL) for the segments' time ranges")
     p.add_argument("--out", required=True, help="download list csv to write")
     p.add_argument("--problems", help="videos whose time range could not be resolved, one a line")
-    _lock_arg(p, cmd_official_download_list)
+    _lock_arg(p, official_download_list)
 
     p = sub.add_parser("leakage-free-splits", help="splits free of a backbone's pre-training classes, and a report")
     p.add_argument("--manifest", required=True)
@@ -469,17 +370,17 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
                    help="no source recording on both sides of training and seen-test")
     p.add_argument("--out", required=True, help="split folder to write")
     p.add_argument("--report", required=True, help="leakage report (markdown) to write")
-    _lock_arg(p, cmd_leakage_free_splits)
+    _lock_arg(p, leakage_free_splits)
 
-    p = sub.add_parser("coverage", help="available / listed videos per split and class")
+    p = sub.add_parser("split-coverage", help="available / listed videos per split and class")
     p.add_argument("--manifest", required=True)
     p.add_argument("--split-dir", required=True)
     p.add_argument("--list", default="", help="download list (default: the split's videos)")
     p.add_argument("--coverage-tsv", required=True)
     p.add_argument("--coverage-md", required=True)
-    p.set_defaults(func=cmd_coverage)
+    p.set_defaults(func=split_coverage)
 
-    p = sub.add_parser("text", help="class text embeddings")
+    p = sub.add_parser("class-text", help="class text embeddings")
     p.add_argument("--splits", required=True, help="split folder (for the class list)")
     p.add_argument("--class-names", required=True, help="original,manual csv")
     p.add_argument("--encoder", default="minilm")
@@ -487,9 +388,9 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--template", default="{}")
     p.add_argument("--out", required=True)
     p.add_argument("--report", help="JSON report to write (per class: text, out-of-vocabulary words)")
-    _lock_arg(p, cmd_text)
+    _lock_arg(p, class_text)
 
-    p = sub.add_parser("import-avca", help="read a released AVCA (h5 means) or TCaF (pickled sequences) feature tree")
+    p = sub.add_parser("import-released", help="read a released AVCA (h5 means) or TCaF (pickled sequences) feature tree")
     p.add_argument("what", choices=["features", "splits", "text"])
     p.add_argument("--layout", default="avca", choices=["avca", "tcaf"])
     p.add_argument("--root", required=True)
@@ -498,7 +399,5 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--legacy-reference-order", action="store_true")
     p.add_argument("--npy", help="text embedding .npy (default: the tree's features/<set>/text/ file)")
     p.add_argument("--out", required=True)
-    p.set_defaults(func=cmd_import_avca)
-    return ["demo-data", "scan-folder", "extract", "fetch-weights", "lock", "download", "download-merge", "ucf-archive",
-            "merge-features", "build-splits", "copy-splits", "official-splits", "official-download-list",
-            "leakage-free-splits", "coverage", "text", "import-avca"]
+    p.set_defaults(func=import_released)
+    return [name for name in sub.choices if name not in before]

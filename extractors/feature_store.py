@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -423,3 +424,17 @@ def _duplicates(ids: Sequence[str]) -> list[str]:
             dup.append(i)
         seen.add(i)
     return dup
+
+
+def merge_features(shards: Sequence[str | Path], out: str | Path, failures_tsv: str | Path | None = None,
+                   notes_tsv: str | Path | None = None) -> None:
+    """Join shard stores into ``out``; its failed media and its notes also as TSV files when asked."""
+    n = merge_stores(shards, out)
+    store = FeatureStore(out)
+    failures, notes = store.failures(), store.notes()
+    logging.getLogger("avzsl").info("merged %d shards: %d videos, %d failed media, %d notes", len(shards), n,
+                                    len(failures), len(notes))
+    if failures_tsv:
+        write_failures_tsv(failures_tsv, failures)
+    if notes_tsv:
+        write_failures_tsv(notes_tsv, notes, header="note")

@@ -359,3 +359,28 @@ def write_leakage_report(path: str | Path, backbone: str, matches: Mapping[str, 
     lines += [f"Source recordings: {report.summary()}"
               + (" (keep_sources_apart: shared recordings kept on the training side)." if kept_apart else "."), ""]
     write_text_atomic(path, "\n".join(lines))
+
+
+def write_leakage_free_splits(manifest: str | Path, class_names: str | Path | None, recipe: dict, backbone: str,
+                              vocabularies: Mapping[str, str], overrides: str | Path | None, keep_sources_apart: bool,
+                              out: str | Path, report_path: str | Path) -> dict:
+    """The leakage-free split of a manifest's videos for ``backbone``, checked, written to ``out`` with its report;
+    returns the vocabulary coverage and the sharing found. Raises :class:`SplitError` (or :class:`LeakageError`)
+    when no such split exists."""
+    from extractors.sources.manifest import read_class_names, read_manifest
+    from extractors.splits import write_splits
+
+    rows = read_manifest(manifest)
+    groups = {r.video_id: r.group or r.video_id for r in rows}
+    names = read_class_names(class_names) if class_names else {}
+    recipe = SplitRecipe(**{**recipe, "seen_only": tuple(recipe.get("seen_only", ()))})
+    matches = backbone_matches(sorted({r.label for r in rows}), backbone, vocabularies, names,
+                               read_overrides(overrides) if overrides else None)
+    covered = {v: set(m) for v, m in matches.items()}
+    splits = leakage_free_splits([(r.video_id, r.label, r.group) for r in rows], recipe, matches)
+    if keep_sources_apart:
+        splits, _ = keep_groups_apart(splits, groups)
+    report = check_leakage(splits, covered, groups, keep_groups_apart=keep_sources_apart)
+    write_splits(out, splits)
+    write_leakage_report(report_path, backbone, matches, splits, report, keep_sources_apart)
+    return {"backbone": backbone, "covered": {v: len(m) for v, m in matches.items()}, "sharing": report.summary()}

@@ -66,7 +66,7 @@ def fetch(url: str, out: str | Path, sha256: str | None = None, where: str = "we
     ``limits`` (default :data:`avzsl.fetching.LARGE_FILE_LIMITS` with ``timeout``): the deadlines. Before the file
     gets its final name it must pass the format check of its kind (:func:`check_format`), the configured digest and,
     for a url, the digest locked in the lock file (:mod:`avzsl.lockfile`; recorded there on first use).
-    ``content``: a further check of what the file holds (e.g. :func:`backbone_check`: a checkpoint has the keys its
+    ``content``: a further check of what the file holds (e.g. ``Backbone.check_file``: a checkpoint has the keys its
     backbone loads), raising ValueError; ``content_name`` says what the file should be in its message."""
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -249,18 +249,6 @@ def _check_content(content: Callable[[Path], None], partial: Path, name: str, ur
                            "(check the url; the next run downloads it again)") from None
 
 
-def backbone_check(backbone: str, param: str, name: str) -> Callable[[Path], None]:
-    """The content check of a file that fills ``param`` of ``backbone`` (to be named ``name``):
-    :meth:`Backbone.check_file`, e.g. a strict load of the official checkpoint layout."""
-    def check(path: Path) -> None:
-        import extractors.backbones  # noqa: F401 - registers the backbones (torch: only here)
-        from extractors.backbones.base import backbone_class
-
-        backbone_class(backbone).check_file(param, path, name)
-
-    return check
-
-
 def _looks_like_html(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(512).lstrip().lower()
@@ -423,7 +411,7 @@ def check_local(params: dict, where: str) -> dict:
     for param, (url_key, sha_key) in file_param_keys(params).items():
         if params.get(url_key):
             raise WeightsError(f"{where}.params.{url_key}: files given by url are fetched by the workflow (rule "
-                               f"fetch_weights, or `avzsl fetch-weights`); pass the local file as '{param}'")
+                               f"fetch_weights, or `avzsl fetch`); pass the local file as '{param}'")
         if params.get(sha_key) and params.get(param):
             digest = sha256_of(params[param])
             if digest != params[sha_key].lower():

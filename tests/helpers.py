@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import training.engine as engine
-from training.data.features import Batch
+from training.data.batch import Batch
 
 
 def toy_batch(dims, seed: int = 0, class_ids=(0, 1, 2, 3), negatives: bool = True) -> tuple[Batch, torch.Tensor]:
@@ -73,7 +73,7 @@ def train_interrupted_then_resumed(monkeypatch, cfg, run_dir, interrupt_at: int 
 
 def cli_error(*argv: str) -> str | None:
     """Run the ``avzsl`` command in this process (quiet); its one-line error message, or None on success."""
-    from training.cli import main
+    from avzsl.app.cli import main
 
     try:
         main(["--quiet", *argv])

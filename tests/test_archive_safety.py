@@ -47,7 +47,7 @@ def _tar(path: Path, members: list[tuple]) -> Path:
 
 def _cli(tmp_path: Path, archive: Path):
     ds = tmp_path / "work" / "ds"
-    r = subprocess.run([sys.executable, "-m", "training.cli", "--quiet", "ucf-archive", "--archive", str(archive),
+    r = subprocess.run([sys.executable, "-m", "avzsl", "--quiet", "ucf-archive", "--archive", str(archive),
                         "--manifest", str(ds / "manifest.csv"), "--class-names", str(ds / "class_names.csv")],
                        capture_output=True, text=True, cwd=ROOT, timeout=60)
     return r, ds

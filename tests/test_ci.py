@@ -9,7 +9,7 @@ import pytest
 import yaml
 from conftest import REPO
 
-from avzsl.workflow_config import MissingDataConfigError, check_config
+from avzsl.app.workflow_config import MissingDataConfigError, check_config
 
 CONFIGS = sorted([*(REPO / "config").glob("*.yaml"), *(REPO / "config" / "examples").glob("*.yaml")])
 

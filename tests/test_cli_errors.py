@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import cli_error
 
-from training.cli import parser
+from avzsl.app.cli import parser
 
 GARBAGE = b'garbage\x00\x01,"\n'
 
@@ -20,14 +20,14 @@ def _cases(t: Path) -> dict[str, tuple[list[str], str]]:
     bad, missing, out = str(t / "bad.csv"), str(t / "missing"), str(t / "out")
     bad_json = str(t / "bad.json")
     return {
-        "demo-data": (["--manifest", f"{out}/m.csv", "--class-names", f"{out}/c.csv", "--spec", '{"n_visuals": -1}'],
+        "demo-videos": (["--manifest", f"{out}/m.csv", "--class-names", f"{out}/c.csv", "--spec", '{"n_visuals": -1}'],
                       "n_visuals"),
-        "scan-folder": (["--root", missing, "--manifest", f"{out}/m.csv", "--class-names", f"{out}/c.csv"], missing),
+        "scan-local-folder": (["--root", missing, "--manifest", f"{out}/m.csv", "--class-names", f"{out}/c.csv"], missing),
         "extract": (["--manifest", bad, "--out", f"{out}/x.h5"], bad),
-        "fetch-weights": (["--url", f"{missing}.pth", "--out", f"{out}/w.pth"], f"{missing}.pth"),
+        "fetch": (["--url", f"{missing}.pth", "--out", f"{out}/w.pth"], f"{missing}.pth"),
         "lock": (["--update", "https://example.org/never-locked.pth"], "never-locked.pth"),
         "download": (["--list", bad, "--manifest", f"{out}/m.csv", "--unavailable", f"{out}/u.tsv"], bad),
-        "download-merge": (["--list", bad, "--shard-manifest", f"{missing}.csv", "--shard-unavailable",
+        "download-manifest": (["--list", bad, "--shard-manifest", f"{missing}.csv", "--shard-unavailable",
                             f"{missing}.tsv", "--manifest", f"{out}/m.csv", "--unavailable", f"{out}/u.tsv",
                             "--class-names", f"{out}/c.csv", "--coverage-tsv", f"{out}/c.tsv", "--coverage-md",
                             f"{out}/c.md"], missing),
@@ -35,23 +35,27 @@ def _cases(t: Path) -> dict[str, tuple[list[str], str]]:
         "merge-features": (["--out", f"{out}/f.h5", bad], bad),
         "build-splits": (["--manifest", bad, "--recipe", "{}", "--out", f"{out}/s"], bad),
         "copy-splits": (["--src", missing, "--out", f"{out}/s"], missing),
-        "official-splits": (["--dataset", "UCF", "--cache", f"{out}/c", "--out", f"{out}/s", "--source", missing],
+        "fetch-official-splits": (["--dataset", "UCF", "--cache", f"{out}/c", "--out", f"{out}/s", "--source", missing],
                             missing),
         "official-download-list": (["--splits", missing, "--dataset", "VGGSound", "--out", f"{out}/l.csv"], missing),
         "leakage-free-splits": (["--manifest", bad, "--recipe", "{}", "--backbone", "selavi", "--out", f"{out}/s",
                                  "--report", f"{out}/r.md"], bad),
-        "coverage": (["--manifest", bad, "--split-dir", missing, "--coverage-tsv", f"{out}/c.tsv", "--coverage-md",
+        "split-coverage": (["--manifest", bad, "--split-dir", missing, "--coverage-tsv", f"{out}/c.tsv", "--coverage-md",
                       f"{out}/c.md"], bad),
-        "text": (["--splits", missing, "--class-names", bad, "--out", f"{out}/t.h5"], missing),
-        "import-avca": (["features", "--root", missing, "--dataset", "UCF", "--feature-set", "main", "--out",
+        "class-text": (["--splits", missing, "--class-names", bad, "--out", f"{out}/t.h5"], missing),
+        "import-released": (["features", "--root", missing, "--dataset", "UCF", "--feature-set", "main", "--out",
                          f"{out}/f.h5"], missing),
         "resolve": (["--model", "no_such_model"], "no_such_model"),
         "train": (["--stage", "1", "--run-dir", f"{out}/r", "--features", bad, "--splits", missing, "--text", bad],
                   missing),
         "evaluate": (["--model-path", bad, "--selection", bad_json, "--out", f"{out}/t.json", "--features", bad,
                       "--splits", missing, "--text", bad], bad_json),
-        "report": (["--csv", f"{out}/s.csv", "--md", f"{out}/s.md", bad_json], bad_json),
+        "summary": (["--csv", f"{out}/s.csv", "--md", f"{out}/s.md", bad_json], bad_json),
         "report-files": (["--out-dir", f"{out}/report", bad_json], bad_json),
+        "evidence-benchmark": (["--data", f"{out}/bench", "--dataset", "NoSuchSet"], "NoSuchSet"),
+        "evidence-run": (["--data", f"{out}/bench", "--variants", "no_such_variant", "--json-out", f"{out}/r.jsonl"],
+                         "no_such_variant"),
+        "evidence-table": (["--out", f"{out}/t.md", bad_json], bad_json),
     }
 
 

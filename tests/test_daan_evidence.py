@@ -41,20 +41,24 @@ def test_the_workflow_offers_exactly_the_script_variants():
 
 
 def test_per_job_runs_make_the_same_table_as_one_invocation(tmp_path, capsys):
-    """What the Snakemake target does (a benchmark, one job per variant and seed, then the table) equals one run."""
+    """What the Snakemake target does (the avzsl evidence commands: a benchmark, one job per variant and seed, then
+    the table) equals one run of the script."""
+    from avzsl.app.cli import main as avzsl
     from bench.daan_evidence import main
 
-    common = ["--scale", "0.03", "--steps", "2", "--batch-size", "32", "--threads", "1"]
+    size = ["--scale", "0.03"]
+    training = ["--steps", "2", "--batch-size", "32"]
     data = str(tmp_path / "bench")
-    main([*common, "--data", data, "--prepare"])
+    avzsl(["--quiet", "evidence-benchmark", "--data", data, *size])
     jobs = []
     for variant in ("base", "daan"):
         for seed in (0, 1):
             jobs.append(str(tmp_path / f"{variant}.{seed}.jsonl"))
-            main([*common, "--data", data, "--variants", variant, "--first-seed", str(seed), "--seeds", "1",
-                  "--json-out", jobs[-1]])
-    main([*common, "--from-runs", *jobs, "--out", str(tmp_path / "table.md")])
-    main([*common, "--data", data, "--variants", "base,daan", "--seeds", "2", "--out", str(tmp_path / "one.md")])
+            avzsl(["--quiet", "--threads", "1", "evidence-run", "--data", data, *size, *training, "--variants",
+                   variant, "--first-seed", str(seed), "--seeds", "1", "--json-out", jobs[-1]])
+    avzsl(["--quiet", "evidence-table", *jobs, "--steps", "2", "--out", str(tmp_path / "table.md")])
+    main([*size, *training, "--threads", "1", "--data", data, "--variants", "base,daan", "--seeds", "2", "--out",
+          str(tmp_path / "one.md")])
     table = (tmp_path / "table.md").read_text()
     assert table == (tmp_path / "one.md").read_text()
     assert "2 seeds" in table and table.count("| base |") == 1 and table.count("| daan |") == 1

@@ -267,7 +267,7 @@ def test_ytdlp_sections_with_ffmpeg(tmp_path, server):
 def test_cli_download(tmp_path, server):
     server["serve"]("a", 0)
     write_download_list(tmp_path / "l.csv", [DownloadRow("a", "dog", youtube_id="a", start=0, end=2)])
-    r = subprocess.run([sys.executable, "-m", "training.cli", "--quiet", "download", "--list", str(tmp_path / "l.csv"),
+    r = subprocess.run([sys.executable, "-m", "avzsl", "--quiet", "download", "--list", str(tmp_path / "l.csv"),
                         "--manifest", str(tmp_path / "m.csv"), "--unavailable", str(tmp_path / "u.tsv"),
                         "--videos", str(tmp_path / "videos"), "--options",
                         json.dumps({"url_pattern": server["pattern"], "sections": "pyav"})],

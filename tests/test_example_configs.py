@@ -133,7 +133,7 @@ def test_bad_split_settings_name_the_key(workdir, splits, message):
 
 # ------------------------------------------------------------------------------------------ the commands
 def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training.cli", "--quiet", *args], cwd=cwd, capture_output=True,
+    return subprocess.run([sys.executable, "-m", "avzsl", "--quiet", *args], cwd=cwd, capture_output=True,
                           text=True, timeout=120, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
 
 
@@ -174,7 +174,7 @@ def test_leakage_free_split_command_writes_the_split_and_its_report(tmp_path):
 def test_official_split_command_and_its_download_list(tmp_path, shared_splits):
     """The official VGGSound cls split from a local copy (digests checked), canonical, with its download list."""
     out = tmp_path / "results" / "splits" / "vgg" / "cls"
-    r = _cli("official-splits", "--dataset", "VGGSound", "--variant", "cls", "--source", str(shared_splits),
+    r = _cli("fetch-official-splits", "--dataset", "VGGSound", "--variant", "cls", "--source", str(shared_splits),
              "--cache", str(tmp_path / "cache"), "--out", str(out), "--class-names", str(tmp_path / "names.csv"),
              cwd=tmp_path)
     assert r.returncode == 0, r.stderr

@@ -229,7 +229,7 @@ def test_kill_9_during_extraction_resumes_without_recomputing(tmp_path):
     files = [write_av(d / f"k{i:02d}.mp4", seconds=1.2 + 0.1 * (i % 5), seed=i) for i in range(10)]
     m = _manifest(d, files)
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "training.cli", "--threads", "1", "extract", "--manifest", str(m), "--workers",
+    cmd = [sys.executable, "-m", "avzsl", "--threads", "1", "extract", "--manifest", str(m), "--workers",
            "0", "--chunk-videos", "2", "--videos-per-load", "1", "--device", "cpu"]
     out = tmp_path / "f.h5"
     partial = tmp_path / "f.h5.partial"

@@ -55,7 +55,7 @@ _cli = cli_error
 
 
 def _fetch_cli(url: str, out: Path, *extra: str) -> str | None:
-    return _cli("fetch-weights", "--url", url, "--out", str(out), *extra)
+    return _cli("fetch", "--url", url, "--out", str(out), *extra)
 
 
 def _files(path: Path) -> dict:
@@ -92,7 +92,7 @@ def test_first_fetch_locks_then_another_machine_refuses_a_different_body_until_r
     out = second / "resources" / "weights" / "m.dat"
     msg = _fetch_cli(url, "resources/weights/m.dat")
     assert msg is not None and "\n" not in msg, msg
-    assert msg.startswith("avzsl fetch-weights: error: resources/weights/m.dat ") and url in msg, msg
+    assert msg.startswith("avzsl fetch: error: resources/weights/m.dat ") and url in msg, msg
     assert _sha(NEW) in msg and _sha(OLD) in msg and f"avzsl lock --update {url}" in msg, msg
     assert not out.exists() and not list(out.parent.iterdir())  # no final file, record, nor partial
     assert _files(second / "avzsl.lock.json")[url]["sha256"] == _sha(OLD)

@@ -131,7 +131,7 @@ def test_fetch_weights_rule_refuses_each_bad_answer_then_recovers(tmp_path):
             if words is None:
                 _fetched(wd, target, PCA_BYTES)
                 continue
-            line = _failed_line(wd, proc, f"logs/fetch_weights/{case}/audio/{PCA}.log", "fetch-weights",
+            line = _failed_line(wd, proc, f"logs/fetch_weights/{case}/audio/{PCA}.log", "fetch",
                                 f"/{case}/{PCA}", *words)
             print(f"{case}: {line}")
             _nothing_final(wd / target)
@@ -157,7 +157,7 @@ def test_fetch_ucf_archive_rule_cut_halfway_then_fetched_again(tmp_path):
         targets = [f"resources/{name}/archive/UCF101.zip" for name in modes]
         proc = snakemake(wd, "--keep-going", *targets, check=False)
         for name, (_, words) in modes.items():
-            _failed_line(wd, proc, f"logs/fetch_ucf_archive/{name}/UCF101.zip.log", "fetch-weights",
+            _failed_line(wd, proc, f"logs/fetch_ucf_archive/{name}/UCF101.zip.log", "fetch",
                          f"/{name}/UCF101.zip", *words)
             _nothing_final(wd / f"resources/{name}/archive/UCF101.zip")
         srv.modes = {}

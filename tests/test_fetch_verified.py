@@ -29,7 +29,7 @@ _cli = cli_error
 
 
 def _fetch_cli(url: str, out: Path, *extra: str) -> str | None:
-    return _cli("fetch-weights", "--url", url, "--out", str(out), "--backoff", "0.01", *extra)
+    return _cli("fetch", "--url", url, "--out", str(out), "--backoff", "0.01", *extra)
 
 
 def _one_line(msg: str | None, *words: str) -> str:
@@ -231,13 +231,13 @@ def test_official_split_shorter_than_announced_is_retried_then_one_line(server, 
     srv.files.update({f"/src/{f.path}": (shared_splits / f.path).read_bytes() for f in files})
     srv.mode = "short"
     cache, out = tmp_path / "cache", tmp_path / "split"
-    msg = _one_line(_cli("official-splits", "--dataset", "UCF", "--source", f"{base}/src", "--cache", str(cache),
+    msg = _one_line(_cli("fetch-official-splits", "--dataset", "UCF", "--source", f"{base}/src", "--cache", str(cache),
                          "--out", str(out), "--retries", "2"), "closed after", "(after 3 attempts)")
-    assert msg.startswith("avzsl official-splits: error: cannot download " + base)
+    assert msg.startswith("avzsl fetch-official-splits: error: cannot download " + base)
     assert len(srv.log) == 3 and not out.exists()
     assert not cache.exists() or not [p for p in cache.rglob("*") if p.is_file()]
     srv.mode = "good"
-    assert _cli("official-splits", "--dataset", "UCF", "--source", f"{base}/src", "--cache", str(cache),
+    assert _cli("fetch-official-splits", "--dataset", "UCF", "--source", f"{base}/src", "--cache", str(cache),
                 "--out", str(out)) is None
     assert all((cache / f.path).is_file() for f in files)
 

@@ -18,7 +18,7 @@ from conftest import REPO
 
 from avzsl import gpu_pool
 
-# a fake job: takes k devices the way the pipeline's jobs do (training.cli --gpus calls assign), records what it
+# a fake job: takes k devices the way the pipeline's jobs do (avzsl --gpus calls assign), records what it
 # was given and when it held it, then ends (the kernel releases its locks)
 JOB = textwrap.dedent("""
     import json, os, sys, time
@@ -141,9 +141,9 @@ def test_the_pool_is_one_per_slurm_job_inside_slurm(monkeypatch):
 
 
 def test_the_cli_holds_the_devices_before_the_command_runs(pool_env, monkeypatch, capsys):
-    """`python -m training.cli --gpus K <command>`, the entry point of the extraction, training and evaluation
+    """`python -m avzsl --gpus K <command>`, the entry point of the extraction, training and evaluation
     rules."""
-    from training import cli
+    from avzsl.app import cli
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "untouched")
     try:
@@ -157,7 +157,7 @@ def test_the_cli_holds_the_devices_before_the_command_runs(pool_env, monkeypatch
 
 
 def test_gpus_auto_is_one_per_job_on_a_gpu_machine_and_none_without(monkeypatch):
-    from avzsl.workflow_config import resolve_gpus
+    from avzsl.app.workflow_config import resolve_gpus
 
     def resolved(ids, extract="auto", training="auto"):
         monkeypatch.setenv("AVZSL_GPU_IDS", ids)

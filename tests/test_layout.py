@@ -14,7 +14,13 @@ import pytest
 import yaml
 from conftest import REPO
 
-from avzsl.workflow_config import check_config, default_tables, describe_schema_error, schema_error_in, tables
+from avzsl.app.workflow_config import (
+    check_config,
+    default_tables,
+    describe_schema_error,
+    schema_error_in,
+    tables,
+)
 from training import run_dir as rd
 from training.config import ConfigError
 
@@ -145,7 +151,7 @@ def test_a_non_editable_install_finds_its_model_configurations(tmp_path):
     src.mkdir()
     for name in ("pyproject.toml", "README.md", "LICENSE"):
         shutil.copy(REPO / name, src / name)
-    for package in ("avzsl", "extractors", "training"):  # a copy, so that the build leaves the checkout alone
+    for package in ("avzsl", "extractors", "training", "bench"):  # a copy, so that the build leaves the checkout alone
         shutil.copytree(REPO / package, src / package, ignore=shutil.ignore_patterns("__pycache__"))
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--no-build-isolation", "--quiet",
                     "--target", str(target), str(src)], check=True, capture_output=True, timeout=600)
@@ -156,14 +162,14 @@ def test_a_non_editable_install_finds_its_model_configurations(tmp_path):
     out = subprocess.run([sys.executable, "-c", "import training, sys; print(training.__file__)"], cwd=elsewhere,
                          env=env, capture_output=True, text=True, check=True).stdout
     assert out.startswith(str(target))
-    listing = subprocess.run([sys.executable, "-m", "training.cli", "resolve"], cwd=elsewhere, env=env,
+    listing = subprocess.run([sys.executable, "-m", "avzsl", "resolve"], cwd=elsewhere, env=env,
                              capture_output=True, text=True, check=True).stdout
     from training.config import available_models
 
     for model in available_models():
         assert re.search(rf"^  {model}\s+profiles: default", listing, re.M), listing
-    help_text = subprocess.run([sys.executable, "-m", "training.cli", "--help"], cwd=elsewhere, env=env,
+    help_text = subprocess.run([sys.executable, "-m", "avzsl", "--help"], cwd=elsewhere, env=env,
                                capture_output=True, text=True, check=True).stdout
-    for cmd in ("demo-data", "scan-folder", "extract", "merge-features", "build-splits", "copy-splits", "text",
-                "import-avca", "resolve", "train", "evaluate", "report"):
+    for cmd in ("demo-videos", "scan-local-folder", "extract", "merge-features", "build-splits", "copy-splits",
+                "class-text", "import-released", "resolve", "train", "evaluate", "summary", "evidence-table"):
         assert re.search(rf"^  {cmd}\s", help_text, re.M), cmd

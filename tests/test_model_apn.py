@@ -8,7 +8,7 @@ import torch
 from helpers import parameters_without_gradient
 
 from training.config import resolve_hparams
-from training.data.features import Batch
+from training.data.batch import Batch
 from training.models import InputDims, build_model
 from training.models.apn import (
     APN,

@@ -7,7 +7,7 @@ import torch
 from helpers import first_and_last_loss
 from torch import nn
 
-from training.data.features import Batch
+from training.data.batch import Batch
 from training.models import InputDims, build_model
 
 

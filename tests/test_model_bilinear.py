@@ -6,7 +6,7 @@ import pytest
 import torch
 from helpers import first_and_last_loss
 
-from training.data.features import Batch
+from training.data.batch import Batch
 from training.models import InputDims, build_model
 from training.models.bilinear import margin_violations, rank_weights, ranking_hinge
 

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from helpers import first_and_last_loss
 
-from training.data.features import Batch
+from training.data.batch import Batch
 from training.models import MODELS, InputDims, build_model
 from training.models.csgm import (
     GhostGrads,

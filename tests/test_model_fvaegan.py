@@ -9,7 +9,7 @@ import torch
 from helpers import train_interrupted_then_resumed
 
 from training.config import resolve_hparams
-from training.data.features import Batch
+from training.data.batch import Batch
 from training.models import InputDims, build_model
 from training.models.fvaegan import FVAEGAN, fit_softmax_classifier, gradient_penalty
 

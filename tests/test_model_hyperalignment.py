@@ -4,7 +4,7 @@ import pytest
 import torch
 from helpers import assert_evaluation_ignores_text, parameters_without_gradient, toy_batch
 
-from training.data.features import Batch
+from training.data.batch import Batch
 from training.models import InputDims, build_model
 from training.models.hyperalignment import (
     cosine_matrix,

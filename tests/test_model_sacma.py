@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from training.config import resolve_hparams
-from training.data.features import Batch
+from training.data.batch import Batch
 from training.models import InputDims, build_model
 from training.models.sacma import CCL_PAIRS, COS_PAIRS, cosine_loss, sacma_masks, symmetric_info_nce
 from training.models.temporal_transformer import token_groups

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from training.config import resolve_hparams
-from training.data.features import Batch
+from training.data.batch import Batch
 from training.models import InputDims, build_model
 from training.models.layers import MaskedBatchNorm
 from training.models.temporal_transformer import (

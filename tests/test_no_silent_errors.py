@@ -315,7 +315,7 @@ def test_a_truncated_feature_store_is_moved_aside_with_one_message(inputs):
 
 # ------------------------------------------------------------------------------------------------ the CLI
 def avzsl(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "training.cli", "--quiet", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "avzsl", "--quiet", *args], capture_output=True, text=True,
                           cwd=cwd or REPO, timeout=600)
 
 

@@ -251,21 +251,20 @@ def test_schema_blocks_list_exactly_the_encoders_parameters():
     assert params == {"path": "v.bin", "format": "auto", "lowercase": False, "reader": "gensim"}
 
 
-def test_text_command_writes_a_report_and_names_a_class_without_known_words(tmp_path, monkeypatch):
-    from extractors import cli, splits
+def test_class_text_writes_a_report_and_names_a_class_without_known_words(tmp_path, monkeypatch):
+    from extractors import class_text
     from extractors.text_store import TextEmbeddings
 
     vecs = _vectors()
     _write(tmp_path / "v.bin", vecs, "binary")
     classes = ["ApplyEyeMakeup", "PlayingGuitar", "PlayingZither"]
-    monkeypatch.setattr(splits, "read_splits", lambda d: argparse.Namespace(all_classes=classes))
+    monkeypatch.setattr(class_text, "read_splits", lambda d: argparse.Namespace(all_classes=classes))
     names = tmp_path / "class_names.csv"
     names.write_text("original,manual\nApplyEyeMakeup,Apply Eye Makeup\nPlayingGuitar,Playing Guitar\n"
                      "PlayingZither,Playing Zither\n")
-    a = argparse.Namespace(splits="unused", class_names=str(names), encoder="word2vec",
-                           params={"path": str(tmp_path / "v.bin")}, template="{}", out=str(tmp_path / "t.h5"),
-                           report=str(tmp_path / "report.json"))
-    cli.cmd_text(a)
+    args = ("unused", str(names), "word2vec", {"path": str(tmp_path / "v.bin")}, "{}", str(tmp_path / "t.h5"),
+            str(tmp_path / "report.json"))
+    class_text.write_class_text(*args)
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["classes_with_oov"] == 1 and report["dim"] == 5
     assert report["per_class"]["PlayingZither"] == {"text": "Playing Zither", "oov": ["zither"]}
@@ -273,13 +272,13 @@ def test_text_command_writes_a_report_and_names_a_class_without_known_words(tmp_
     np.testing.assert_allclose(emb.vector("PlayingGuitar"), _unit(vecs["Playing"] + vecs["guitar"]), rtol=1e-5)
     names.write_text(names.read_text().replace("Playing Zither", "Zither Qux"))
     with pytest.raises(ValueError, match="class 'PlayingZither': no word of class text 'Zither Qux'"):
-        cli.cmd_text(a)
+        class_text.write_class_text(*args)
 
 
 def test_the_workflow_checks_the_text_section_before_running(tmp_path):
     from snakemake.utils import validate
 
-    from avzsl.workflow_config import check_config
+    from avzsl.app.workflow_config import check_config
     from training.config import ConfigError
 
     def config(text):

@@ -15,7 +15,8 @@ from helpers import (
 import training.engine as engine
 from extractors.feature_store import FeatureStore, StoreSpec, VideoFeatures, write_store
 from training.config import RunConfig, TrainConfig, resolve_hparams
-from training.data.features import Batch, FeatureBank
+from training.data.batch import Batch
+from training.data.features import FeatureBank
 from training.data.sampler import ClassBalancedSampler
 from training.models import InputDims, build_model
 

@@ -74,7 +74,7 @@ def _download(tmp_path, server, rows, **options):
     ds = tmp_path / "ds"
     opts = {"url_pattern": server["pattern"], "sections": "pyav", "attempts": 2, "backoff": 0.05, "timeout": 5,
             **options}
-    r = subprocess.run([sys.executable, "-m", "training.cli", "--quiet", "download", "--list", str(lst),
+    r = subprocess.run([sys.executable, "-m", "avzsl", "--quiet", "download", "--list", str(lst),
                         "--manifest", str(ds / "shard_0.csv"), "--unavailable", str(ds / "shard_0.unavailable.tsv"),
                         "--videos", str(ds / "videos"), "--options", json.dumps(opts)],
                        capture_output=True, text=True, cwd=ROOT, timeout=60)

@@ -27,7 +27,7 @@ OPTS = {"url_pattern": "http://127.0.0.1:9/{youtube_id}.mp4", "sections": "pyav"
 
 def _cli(tmp_path: Path, listing: Path):
     ds = tmp_path / "ds"
-    return subprocess.run([sys.executable, "-m", "training.cli", "--quiet", "download", "--list", str(listing),
+    return subprocess.run([sys.executable, "-m", "avzsl", "--quiet", "download", "--list", str(listing),
                            "--manifest", str(ds / "m.csv"), "--unavailable", str(ds / "u.tsv"), "--options",
                            json.dumps(OPTS)], capture_output=True, text=True, cwd=ROOT, timeout=60), ds
 

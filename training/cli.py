@@ -1,30 +1,17 @@
-"""``avzsl``: every stage of the pipeline as a command, so each runs with or without Snakemake.
-
-The preparation commands are defined in :mod:`extractors.cli`; the training commands here:
-
-    resolve   print a run's resolved hyper-parameters (or list every model's configuration)
-    train     one training stage of one run
-    evaluate  test a stage-2 model with the stage-1 calibration
-    report    a results table (csv and markdown) from test results
-    report-files  the figures and pages of ``snakemake --report`` (:mod:`training.plots`)
-
-This module is also the entry point that joins both groups (training depends on extractors, never the reverse).
-"""
+"""The training commands of ``avzsl`` (:mod:`avzsl.app.cli` joins every package's commands): runs, tests and
+tables. Each command is the function of its name (``-`` as ``_``), as in :mod:`extractors.cli`."""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
-import sys
 
 from avzsl.common import json_arg
-from extractors import cli as extractors_cli
 
 TITLE = "training and evaluation (training/): runs, tests and tables"
 
 
-def cmd_resolve(a):
+def resolve(a):
     from training.config import MODEL_CONFIG_DIR, available_models, load_model_config, resolve_hparams
 
     if a.model:
@@ -45,7 +32,7 @@ def _run_config(a):
                                a.device, a.overrides)
 
 
-def cmd_train(a):
+def train(a):
     from training.engine import train_stage
     from training.run_dir import Selection
 
@@ -56,7 +43,7 @@ def cmd_train(a):
         Selection.from_dict(result).write(a.out)
 
 
-def cmd_evaluate(a):
+def evaluate(a):
     from training.engine import evaluate_test
     from training.run_dir import Selection, TestResult
 
@@ -67,7 +54,7 @@ def cmd_evaluate(a):
           f"S {result.S:.2f}  U {result.U:.2f}  HM {result.HM:.2f}  ZSL {result.ZSL:.2f}")
 
 
-def cmd_report(a):
+def summary(a):
     from extractors.sources.download import coverage_statement
     from training.results import write_summary
 
@@ -80,7 +67,7 @@ def cmd_report(a):
     print(f"{len(rows)} result rows -> {a.csv}, {a.md}")
 
 
-def cmd_report_files(a):
+def report_files(a):
     from training.plots import write_report_files
 
     data = [{"dataset": k.split("/")[0], "feature_set": k.split("/", 1)[-1], **v} for k, v in a.data.items()]
@@ -104,12 +91,13 @@ def _run_args(p: argparse.ArgumentParser) -> None:
 
 def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     """Register the training commands; returns their names (for the grouped help)."""
+    before = set(sub.choices)
     p = sub.add_parser("resolve", help="print a model's resolved hyper-parameters (no --model: list every model)")
     p.add_argument("--model")
     p.add_argument("--profile", default="default")
     p.add_argument("--feature-set", default="")
     p.add_argument("--overrides", type=json_arg, default={})
-    p.set_defaults(func=cmd_resolve)
+    p.set_defaults(func=resolve)
 
     p = sub.add_parser("train", help="one training stage")
     _run_args(p)
@@ -120,7 +108,7 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--model-out", help="where stage 2 writes its weights (default: model.pt in --run-dir)")
     p.add_argument("--mem-mb", type=int, default=None,
                    help="the job's memory budget in MB: stop before training when the estimate exceeds it")
-    p.set_defaults(func=cmd_train)
+    p.set_defaults(func=train)
 
     p = sub.add_parser("evaluate", help="test a stage-2 model")
     _run_args(p)
@@ -128,9 +116,9 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--selection", required=True)
     p.add_argument("--out", required=True)
     p.add_argument("--predictions", help="where to write the per-video test predictions (.npz)")
-    p.set_defaults(func=cmd_evaluate)
+    p.set_defaults(func=evaluate)
 
-    p = sub.add_parser("report", help="a results table")
+    p = sub.add_parser("summary", help="a results table (csv and markdown) from test results")
     p.add_argument("--csv", required=True)
     p.add_argument("--md", required=True)
     p.add_argument("--title", default="Results")
@@ -141,7 +129,7 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--coverage-datasets", nargs="*", default=[], metavar="DATASET",
                    help="the dataset of each --coverage file, in the same order")
     p.add_argument("results", nargs="+")
-    p.set_defaults(func=cmd_report)
+    p.set_defaults(func=summary)
 
     p = sub.add_parser("report-files", help="the figures and pages of snakemake --report (training/plots.py)")
     p.add_argument("--out-dir", required=True, help="gets tables/, curves/, confusion/, maps/, data/, runs/")
@@ -151,62 +139,5 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--predictions", nargs="*", default=None,
                    help="the runs' test predictions (default: test_predictions.npz beside each test.json)")
     p.add_argument("results", nargs="*", help="test.json of every run")
-    p.set_defaults(func=cmd_report_files)
-    return ["resolve", "train", "evaluate", "report", "report-files"]
-
-
-# ------------------------------------------------------------------------------------------------ the command
-def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="avzsl", formatter_class=argparse.RawDescriptionHelpFormatter,
-                                 description="Audio-visual (generalised) zero-shot video classification: every stage "
-                                             "of the pipeline as a command.")
-    ap.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
-    ap.add_argument("--threads", type=int, default=0,
-                    help="CPU threads for tensor operations (0: torch's default); set to the job's share of cores")
-    ap.add_argument("--gpus", type=int, default=None, metavar="K",
-                    help="hold K GPUs of this machine's pool for the command's lifetime and set CUDA_VISIBLE_DEVICES "
-                         "to them (0: hide every GPU); see avzsl/gpu_pool.py. Default: leave the devices as they are")
-    sub = ap.add_subparsers(dest="command", required=True, metavar="<command>")
-    sections = []
-    for title, register in ((extractors_cli.TITLE, extractors_cli.add_commands), (TITLE, add_commands)):
-        names = register(sub)
-        helps = {a.dest: a.help for a in sub._choices_actions}
-        sections.append(f"{title}:\n" + "\n".join(f"  {n:<16}{helps.get(n, '')}" for n in names))
-    ap.epilog = "\n\n".join(sections)
-    return ap
-
-
-def _limit_threads(n: int) -> None:
-    """Several jobs share a machine: more compute threads than cores makes OpenMP spin and every job crawl."""
-    import os
-
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        os.environ[var] = str(n)
-    import torch
-
-    torch.set_num_threads(n)
-
-
-def main(argv: list[str] | None = None) -> None:
-    args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S", stream=sys.stderr)
-    if args.gpus is not None:  # before torch (imported by _limit_threads and the commands) initialises CUDA
-        from avzsl.gpu_pool import assign
-
-        try:
-            assign(args.gpus)
-        except (ValueError, OSError) as e:
-            raise SystemExit(f"avzsl {args.command}: error: {e}") from None
-    if args.threads > 0:
-        _limit_threads(args.threads)
-    try:
-        args.func(args)
-    except (ValueError, OSError, KeyError) as e:
-        # expected failures (bad input, a damaged or missing file, a budget that cannot fit): one line, no traceback
-        message = " ".join(str(e).split()) or type(e).__name__
-        raise SystemExit(f"avzsl {args.command}: error: {message}") from None
-
-
-if __name__ == "__main__":
-    main()
+    p.set_defaults(func=report_files)
+    return [name for name in sub.choices if name not in before]

@@ -28,11 +28,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from extractors.backbone_params import ENTRY_POINT_GROUP
 from extractors.feature_sets import BackboneError, normalize_feature_set
 from extractors.media.decode import FRAME_MODES, INTERPOLATIONS, RESAMPLERS, SAMPLE_FORMATS, Clip
+from extractors.params import Param, ParamError, check_values, defaults
 
 MODALITIES = ("audio", "video")
-ENTRY_POINT_GROUP = "avzsl.backbones"
 BACKBONES: dict[str, type[Backbone]] = {}
 _PLUGINS_LOADED: dict[str, str] = {}  # entry-point name -> where it came from (for messages)
 
@@ -85,6 +86,11 @@ def build_backbone(name: str, params: dict | None = None, where: str = "") -> Ba
     if unknown:
         raise BackboneError(f"{prefix}backbone {name!r}: unknown parameter(s) {sorted(unknown)}; "
                             f"known: {sorted(cls.default_params)}")
+    if cls.declared_params:
+        try:
+            check_values(cls.declared_params, params, "params", f"backbone {name!r}")
+        except ParamError as e:
+            raise BackboneError(f"{prefix}{e}") from None
     try:
         return cls(**{**cls.default_params, **params})
     except BackboneError as e:
@@ -156,6 +162,9 @@ class Windows(dict):
 
 class Backbone(nn.Module):
     name: ClassVar[str]
+    # every parameter with its type, allowed values and default (extractors.params), read at plan time from the
+    # source (extractors.backbones.declared); a plugin may give default_params alone, then only names are checked
+    declared_params: ClassVar[dict[str, Param]] = {}
     default_params: ClassVar[dict] = {}
     weights_param: ClassVar[str | None] = None  # the parameter that names a weight file, if any
 
@@ -166,6 +175,11 @@ class Backbone(nn.Module):
     # False when window placement depends on the whole video's duration (see :meth:`plan`): streaming then holds a
     # video's frames and samples until its last piece
     streamable: bool = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "declared_params" in cls.__dict__:
+            cls.default_params = defaults(cls.declared_params)
 
     def __init__(self, **params):
         super().__init__()

@@ -27,6 +27,7 @@ from extractors.backbones.base import (
 )
 from extractors.checkpoints import load_state_dict, load_strict
 from extractors.media.decode import MediaError
+from extractors.params import choice, flag, integer, local_file, number
 
 WHERE = ("get c3d.pickle (C3D trained on Sports-1M, from the c3d-pytorch repository, DavideA/c3d-pytorch, whose "
          "README links it)")
@@ -73,8 +74,9 @@ def load_c3d(path) -> C3DNet:
 class C3D(Backbone):
     name = "c3d"
     weights_param = "weights"
-    default_params = {"weights": None, "mode": "clean", "channel_order": "bgr", "colour_negative": False,
-                      "fps": 25.0, "decode_short_side": 128}
+    declared_params = {"weights": local_file(), "mode": choice("clean", MODES), "channel_order": choice("bgr", ORDERS),
+                       "colour_negative": flag(False), "fps": number(25.0, above=0),
+                       "decode_short_side": integer(128, minimum=1, nullable=True)}
     DIM = 4096
     FRAMES = 16
     RESIZE = (128, 171)

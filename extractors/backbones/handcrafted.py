@@ -30,6 +30,7 @@ from extractors.backbones.base import (
     register,
 )
 from extractors.media.decode import Clip
+from extractors.params import choice, integer, number
 
 EPS = 1e-6
 
@@ -53,8 +54,10 @@ def mel_filterbank(n_fft: int, sample_rate: int, n_mels: int, fmin: float, fmax:
 @register
 class Handcrafted(Backbone):
     name = "handcrafted"
-    default_params = {"window_seconds": 1.0, "sample_rate": 16000, "n_mels": 40, "frames_per_window": 8,
-                      "frame_size": 64, "hop_seconds": None}
+    # n_mels is fixed by the audio dimension: 3 statistics per mel band and 8 more make 128
+    declared_params = {"window_seconds": number(1.0, above=0), "sample_rate": integer(16000, minimum=1000),
+                       "n_mels": choice(40, (40,)), "frames_per_window": integer(8, minimum=1),
+                       "frame_size": integer(64, minimum=1), "hop_seconds": number(None, above=0)}
     AUDIO_DIM = 128
     VIDEO_DIM = 96
 

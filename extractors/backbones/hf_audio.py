@@ -23,6 +23,7 @@ from extractors.backbones.base import (
     register,
     require_weights,
 )
+from extractors.params import choice, local_file, number
 
 KINDS = ("auto", "ast", "clap")
 
@@ -31,7 +32,8 @@ KINDS = ("auto", "ast", "clap")
 class HFAudio(Backbone):
     name = "hf_audio"
     weights_param = "weights"
-    default_params = {"weights": None, "kind": "auto", "window_seconds": None, "hop_seconds": None}
+    declared_params = {"weights": local_file(), "kind": choice("auto", KINDS), "window_seconds": number(None, above=0),
+                       "hop_seconds": number(None, above=0)}
 
     def __init__(self, weights, kind, window_seconds, hop_seconds):
         super().__init__(weights=weights, kind=kind, window_seconds=window_seconds, hop_seconds=hop_seconds)

@@ -23,14 +23,16 @@ from extractors.backbones.base import (
     require_weights,
     resize_crop,
 )
+from extractors.params import flag, integer, local_file, number, string
 
 
 @register
 class OpenClipImage(Backbone):
     name = "open_clip_image"
     weights_param = "weights"
-    default_params = {"model": "ViT-B-32", "model_config": None, "weights": None, "window_seconds": 1.0,
-                      "hop_seconds": None, "frames_per_window": 4, "normalize": True}
+    declared_params = {"model": string("ViT-B-32"), "model_config": local_file(), "weights": local_file(),
+                       "window_seconds": number(1.0, above=0), "hop_seconds": number(None, above=0),
+                       "frames_per_window": integer(4, minimum=1), "normalize": flag(True)}
 
     def __init__(self, model, model_config, weights, window_seconds, hop_seconds, frames_per_window, normalize):
         super().__init__(model=model, model_config=model_config, weights=weights, window_seconds=window_seconds,

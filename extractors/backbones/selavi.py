@@ -37,6 +37,7 @@ from extractors.backbones.base import (
 )
 from extractors.checkpoints import load_state_dict, load_strict
 from extractors.media.decode import MediaError
+from extractors.params import choice, local_file
 
 WHERE = ("download https://dl.fbaipublicfiles.com/selavi/selavi_vgg_sound.pth (SeLaVi trained on VGG-Sound; "
          "selavi_{ave,kinetics_sound,kinetics}.pth have the same layout)")
@@ -127,7 +128,7 @@ def log_fbank(wav: np.ndarray, sample_rate: int, fbank: np.ndarray, win: float =
 class SeLaVi(Backbone):
     name = "selavi"
     weights_param = "weights"
-    default_params = {"weights": None, "mode": "clean"}
+    declared_params = {"weights": local_file(), "mode": choice("clean", MODES)}
     DIM = 512
     FPS = 30.0
     FRAMES = 30

@@ -21,6 +21,7 @@ from extractors.backbones.base import (
     require_weights,
     resize_crop,
 )
+from extractors.params import integer, local_file, number, numbers, string
 
 
 def strip_classifier(model: nn.Module) -> int:
@@ -46,9 +47,10 @@ def strip_classifier(model: nn.Module) -> int:
 class TorchvisionVideo(Backbone):
     name = "torchvision_video"
     weights_param = "weights"
-    default_params = {"model": "r2plus1d_18", "weights": None, "weights_name": "DEFAULT", "fps": 15.0,
-                      "frames_per_window": 16, "hop_seconds": None, "resize": None, "crop": None, "mean": None,
-                      "std": None}
+    declared_params = {"model": string("r2plus1d_18"), "weights": local_file(), "weights_name": string("DEFAULT"),
+                       "fps": number(15.0, above=0), "frames_per_window": integer(16, minimum=1),
+                       "hop_seconds": number(None, above=0), "resize": numbers(above=0), "crop": numbers(above=0),
+                       "mean": numbers(length=3), "std": numbers(length=3, above=0)}
 
     def __init__(self, model, weights, weights_name, fps, frames_per_window, hop_seconds, resize, crop, mean, std):
         super().__init__(model=model, weights=weights, weights_name=weights_name, fps=fps,

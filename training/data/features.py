@@ -12,7 +12,7 @@ same stretch of the video even when their step durations differ.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,31 +21,9 @@ import torch
 from extractors.feature_store import MODALITIES, FeatureStore
 from extractors.splits import read_splits
 from extractors.text_store import TextEmbeddings
+from training.data.batch import Batch
 
 log = logging.getLogger("avzsl.data")
-
-
-@dataclass
-class Batch:
-    """Inputs of one batch. ``*_pad`` is True at padded steps. ``text`` is the class text of ``label``:
-    models may use it in training losses only; evaluation never passes it."""
-
-    audio: torch.Tensor
-    video: torch.Tensor
-    label: torch.Tensor
-    text: torch.Tensor | None = None
-    audio_seq: torch.Tensor | None = None
-    audio_pad: torch.Tensor | None = None
-    video_seq: torch.Tensor | None = None
-    video_pad: torch.Tensor | None = None
-    neg: Batch | None = None
-
-    @property
-    def size(self) -> int:
-        return self.audio.shape[0]
-
-    def without_text(self) -> Batch:
-        return replace(self, text=None, neg=None)
 
 
 class FeatureBank:

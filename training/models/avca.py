@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from training.data.features import Batch
+from training.data.batch import Batch
 from training.losses import mse, triplet
 from training.models import register
 from training.models.base import InputDims, ZSLModel

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.data.features import Batch
+from training.data.batch import Batch
 from training.losses import triplet
 from training.models import register
 from training.models.base import InputDims, ZSLModel

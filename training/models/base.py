@@ -1,6 +1,6 @@
 """What every model offers the engine and the protocol.
 
-A model trains from :class:`~training.data.features.Batch` objects (features, the class text of each sample, and
+A model trains from :class:`~training.data.batch.Batch` objects (features, the class text of each sample, and
 negatives) and is evaluated from video features alone: ``distances`` receives no per-sample text, so no model can
 peek at the label of the video it classifies.
 """
@@ -13,7 +13,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from training.data.features import Batch
+from training.data.batch import Batch
 
 
 @dataclass(frozen=True)

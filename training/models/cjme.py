@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.data.features import Batch
+from training.data.batch import Batch
 from training.losses import mse
 from training.models import register
 from training.models.avgzslnet import embedding_distances, two_layer_net

@@ -6,7 +6,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from training.data.features import Batch
+from training.data.batch import Batch
 from training.models import register
 from training.models.avca import AVCA
 from training.models.base import InputDims

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from training.data.features import Batch
+from training.data.batch import Batch
 from training.models.base import InputDims, ZSLModel
 from training.models.layers import EmbeddingNet, FeedForward, MaskedBatchNorm
 

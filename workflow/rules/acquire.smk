@@ -20,7 +20,7 @@ rule demo_videos:
     params:
         spec=demo_spec,
     shell:
-        "python -m training.cli --quiet --threads {threads} demo-data --manifest {output.manifest:q}"
+        "python -m avzsl --quiet --threads {threads} demo-videos --manifest {output.manifest:q}"
         " --class-names {output.class_names:q} --spec {params.spec:q} --workers {threads} > {log:q} 2>&1"
 
 
@@ -44,7 +44,7 @@ rule scan_local_folder:
             local_source(w)["descriptions"], sort_keys=True
         ),
     shell:
-        "python -m training.cli --quiet --threads {threads} scan-folder --root {params.root:q}"
+        "python -m avzsl --quiet --threads {threads} scan-local-folder --root {params.root:q}"
         " --manifest {output.manifest:q} --class-names {output.class_names:q}"
         " --descriptions {params.descriptions:q} > {log:q} 2>&1"
 
@@ -73,7 +73,7 @@ rule download_shard:
         shards=lambda w: download_source(w)["shards"],
         options=download_options,
     shell:
-        "python -m training.cli --quiet --threads {threads} download --list {input.listing:q}"
+        "python -m avzsl --quiet --threads {threads} download --list {input.listing:q}"
         " --manifest {output.manifest:q} --unavailable {output.unavailable:q} --videos {params.videos:q}"
         " --shard {wildcards.shard} --shards {params.shards} --options {params.options:q} > {log:q} 2>&1"
 
@@ -106,7 +106,7 @@ rule download_manifest:
             download_source(w)["descriptions"], sort_keys=True
         ),
     shell:
-        "python -m training.cli --quiet --threads {threads} download-merge --list {input.listing:q}"
+        "python -m avzsl --quiet --threads {threads} download-manifest --list {input.listing:q}"
         " --shard-manifest {input.manifests:q} --shard-unavailable {input.unavailable:q}"
         " --manifest {output.manifest:q} --unavailable {output.unavailable:q}"
         " --class-names {output.class_names:q} --descriptions {params.descriptions:q}"
@@ -136,7 +136,7 @@ rule fetch_ucf_archive:
         where=lambda w: f"datasets.{w.dataset}.ucf_archive.archive",
         limits=lambda w: fetch_options(DATASETS[w.dataset]["ucf_archive"]["retries"]),
     shell:
-        "python -m training.cli --quiet fetch-weights --url {params.url:q} --sha256={params.sha256:q}"
+        "python -m avzsl --quiet fetch --url {params.url:q} --sha256={params.sha256:q}"
         " --out {output.archive:q} --record {output.record:q} --where {params.where:q}"
         " {params.limits} > {log:q} 2>&1"
 
@@ -167,7 +167,7 @@ rule ucf_archive:
             DATASETS[w.dataset]["ucf_archive"]["descriptions"], sort_keys=True
         ),
     shell:
-        "python -m training.cli --quiet --threads {threads} ucf-archive --archive {input.archive:q}"
+        "python -m avzsl --quiet --threads {threads} ucf-archive --archive {input.archive:q}"
         " --manifest {output.manifest:q} --class-names {output.class_names:q}"
         " --classes {params.classes:q} {params.class_list:q} --descriptions {params.descriptions:q} > {log:q} 2>&1"
 
@@ -193,6 +193,6 @@ rule split_coverage:
     params:
         split_option=lambda w, input: split_dir_option(w, input.splits),
     shell:
-        "python -m training.cli --quiet --threads {threads} coverage --manifest {input.manifest:q}"
+        "python -m avzsl --quiet --threads {threads} split-coverage --manifest {input.manifest:q}"
         " {params.split_option:q} --coverage-tsv {output.coverage_tsv:q}"
         " --coverage-md {output.coverage_md:q} > {log:q} 2>&1"

@@ -1,4 +1,4 @@
-"""Paths and input functions: every Python helper of the workflow. Checks live in avzsl.workflow_config, file names
+"""Paths and input functions: every Python helper of the workflow. Checks live in avzsl.app.workflow_config, file names
 of the run directory in training.run_dir, the run configuration in training.config."""
 
 import json
@@ -13,7 +13,7 @@ ROOT = Path(workflow.basedir)
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from avzsl import workflow_config  # noqa: E402
+from avzsl.app import workflow_config  # noqa: E402
 from avzsl.fetching import local_path  # noqa: E402
 from extractors.feature_sets import normalize_feature_set  # noqa: E402
 from extractors.sources.local import (  # noqa: E402
@@ -32,7 +32,7 @@ from extractors.weights import (  # noqa: E402
 from training import run_dir as rd  # noqa: E402
 from training.config import ConfigError, assemble_run_config  # noqa: E402
 
-# Jobs run the workflow's own code (`python -m training.cli`) whether or not the package is installed.
+# Jobs run this checkout's code (`python -m avzsl <command>`) whether or not the package is installed.
 shell.prefix(
     f"set -euo pipefail; export PYTHONPATH='{ROOT}'${{{{PYTHONPATH:+:$PYTHONPATH}}}}; "
 )
@@ -527,19 +527,14 @@ def report_data_json(input):
     return json.dumps(data, sort_keys=True)
 
 
-# DAAN's evidence (workflow/rules/evidence.smk); bench/ is found through the PYTHONPATH set above
-EVIDENCE_DATASET = re.escape(config["evidence"]["dataset"])
-EVIDENCE_VARIANTS = "|".join(re.escape(v) for v in config["evidence"]["variants"])
-EVIDENCE_ARGS = (
-    "python -m bench.daan_evidence"
-    f" --dataset {config['evidence']['dataset']} --scale {config['evidence']['scale']}"
-    f" --steps {config['evidence']['steps']} --batch-size {config['evidence']['batch_size']}"
-    f" --device {config['training']['device']} --t {config['evidence']['t']}"
-)
+# DAAN's evidence (workflow/rules/evidence.smk)
+EVIDENCE = config["evidence"]
+EVIDENCE_DATASET = re.escape(EVIDENCE["dataset"])
+EVIDENCE_VARIANTS = "|".join(re.escape(v) for v in EVIDENCE["variants"])
 
 
 def evidence_runs(wildcards):
-    ev = config["evidence"]
+    ev = EVIDENCE
     return [
         f"results/evidence/{wildcards.dataset}/runs/{v}/seed{s}.jsonl"
         for v in ev["variants"]

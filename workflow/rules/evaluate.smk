@@ -23,6 +23,6 @@ rule evaluate:
     params:
         run=run_config,
     shell:
-        "python -m training.cli --quiet --threads {threads} --gpus {resources.gpu} evaluate"
+        "python -m avzsl --quiet --threads {threads} --gpus {resources.gpu} evaluate"
         " --run-config {params.run:q} --model-path {input.model:q} --selection {input.selection:q}"
         " --out {output.test:q} --predictions {output.predictions:q} > {log:q} 2>&1"

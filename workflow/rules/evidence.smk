@@ -19,9 +19,11 @@ rule evidence_benchmark:
         mem_mb=mem_by_attempt(8000),
         runtime=60,
     params:
-        bench=EVIDENCE_ARGS,
+        dataset=EVIDENCE["dataset"],
+        scale=EVIDENCE["scale"],
     shell:
-        "{params.bench} --prepare --data {output:q} > {log:q} 2>&1"
+        "python -m avzsl --quiet evidence-benchmark --data {output:q} --dataset {params.dataset}"
+        " --scale {params.scale} > {log:q} 2>&1"
 
 
 rule evidence_run:
@@ -45,10 +47,16 @@ rule evidence_run:
         mem_mb=mem_by_attempt(8000),
         runtime=120,
     params:
-        bench=EVIDENCE_ARGS,
+        dataset=EVIDENCE["dataset"],
+        scale=EVIDENCE["scale"],
+        steps=EVIDENCE["steps"],
+        batch_size=EVIDENCE["batch_size"],
+        device=config["training"]["device"],
     shell:
-        "{params.bench} --data {input:q} --variants {wildcards.variant} --first-seed {wildcards.seed} --seeds 1"
-        " --threads {threads} --json-out {output:q} > {log:q} 2>&1"
+        "python -m avzsl --quiet --threads {threads} --gpus {resources.gpu} evidence-run --data {input:q}"
+        " --dataset {params.dataset} --scale {params.scale} --variants {wildcards.variant}"
+        " --first-seed {wildcards.seed} --seeds 1 --steps {params.steps} --batch-size {params.batch_size}"
+        " --device {params.device} --json-out {output:q} > {log:q} 2>&1"
 
 
 rule evidence_table:
@@ -63,6 +71,9 @@ rule evidence_table:
     conda:
         ENV
     params:
-        bench=EVIDENCE_ARGS,
+        dataset=EVIDENCE["dataset"],
+        steps=EVIDENCE["steps"],
+        t=EVIDENCE["t"],
     shell:
-        "{params.bench} --from-runs {input:q} --out {output:q} > {log:q} 2>&1"
+        "python -m avzsl --quiet evidence-table {input:q} --dataset {params.dataset} --steps {params.steps}"
+        " --t {params.t} --out {output:q} > {log:q} 2>&1"

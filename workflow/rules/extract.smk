@@ -24,7 +24,7 @@ rule fetch_weights:
         check=weight_check,
         limits=fetch_options(),
     shell:
-        "python -m training.cli --quiet fetch-weights --url {params.url:q} --sha256={params.sha256:q}"
+        "python -m avzsl --quiet fetch --url {params.url:q} --sha256={params.sha256:q}"
         " --out {output.weights:q} --record {output.record:q} --where {params.where} {params.check}"
         " {params.limits} > {log:q} 2>&1"
 
@@ -66,7 +66,7 @@ rule extract_shard:
         videos_per_load=config["extract"]["videos_per_load"],
         missing_modality=config["extract"]["missing_modality"],
     shell:
-        "python -m training.cli --quiet --threads 1 --gpus {resources.gpu} extract --manifest {input.manifest:q}"
+        "python -m avzsl --quiet --threads 1 --gpus {resources.gpu} extract --manifest {input.manifest:q}"
         " --shard {wildcards.shard} --shards {params.shards} --feature-set {params.feature_set:q}"
         " --feature-set-name {wildcards.feature_set} {params.records:q} --decoder {params.decoder}"
         " --workers $(( {threads} - 1 )) --batch-windows {params.batch_windows} --device {params.device}"
@@ -92,7 +92,7 @@ rule merge_features:
         mem_mb=mem_by_attempt(4000),
         runtime=30,
     shell:
-        "python -m training.cli --quiet --threads {threads} merge-features --out {output.features:q}"
+        "python -m avzsl --quiet --threads {threads} merge-features --out {output.features:q}"
         " --failures {output.failures:q} --notes {output.notes:q} {input:q} > {log:q} 2>&1"
 
 
@@ -113,6 +113,6 @@ rule import_released_features:
         name=lambda w: released(w)["dataset"],
         layout=lambda w: released(w)["layout"],
     shell:
-        "python -m training.cli --quiet --threads {threads} import-avca features --root {params.root:q}"
+        "python -m avzsl --quiet --threads {threads} import-released features --root {params.root:q}"
         " --dataset {params.name} --feature-set {wildcards.feature_set} --layout {params.layout}"
         " --out {output:q} > {log:q} 2>&1"

@@ -22,7 +22,7 @@ rule summary:
         flat=lambda w: "--flat" if TABLES[w.table]["layout"] == "flat" else "",
         coverage_datasets=list(coverage_files()),
     shell:
-        "python -m training.cli --quiet --threads {threads} report --csv {output.csv:q} --md {output.md:q}"
+        "python -m avzsl --quiet --threads {threads} summary --csv {output.csv:q} --md {output.md:q}"
         " --title {params.title:q} --order {params.order} {params.flat} --coverage {input.coverage:q}"
         " --coverage-datasets {params.coverage_datasets:q} -- {input.results:q}"
         " > {log:q} 2>&1"
@@ -107,6 +107,6 @@ rule report_files:
         out=lambda w, output: folder_of(output),
         data=lambda w, input: report_data_json(input),
     shell:
-        "python -m training.cli --quiet --threads {threads} report-files {input.tests:q}"
+        "python -m avzsl --quiet --threads {threads} report-files {input.tests:q}"
         " --out-dir {params.out:q} --tables {input.tables:q} --data {params.data:q}"
         " --predictions {input.predictions:q} > {log:q} 2>&1"

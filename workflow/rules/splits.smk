@@ -21,16 +21,16 @@ rule build_splits:
         ),
         out=lambda w, output: folder_of(output),
     shell:
-        "python -m training.cli --quiet --threads {threads} build-splits --manifest {input.manifest:q}"
+        "python -m avzsl --quiet --threads {threads} build-splits --manifest {input.manifest:q}"
         " --class-names {input.class_names:q} {params.cover} --recipe {params.recipe:q} --out {params.out:q}"
         " > {log:q} 2>&1"
 
 
-rule official_splits:
+rule copy_splits:
     output:
         split_outputs("results/splits/{dataset}/default"),
     log:
-        "logs/official_splits/{dataset}.log",
+        "logs/copy_splits/{dataset}.log",
     wildcard_constraints:
         dataset=OFFICIAL_SPLIT_DATASETS,
     conda:
@@ -39,7 +39,7 @@ rule official_splits:
         src=lambda w: DATASETS[w.dataset]["splits"]["official_dir"],
         out=lambda w, output: folder_of(output),
     shell:
-        "python -m training.cli --quiet --threads {threads} copy-splits --src {params.src:q} --out {params.out:q}"
+        "python -m avzsl --quiet --threads {threads} copy-splits --src {params.src:q} --out {params.out:q}"
         " > {log:q} 2>&1"
 
 
@@ -58,7 +58,7 @@ rule import_released_splits:
         name=lambda w: released(w)["dataset"],
         out=lambda w, output: folder_of(output),
     shell:
-        "python -m training.cli --quiet --threads {threads} import-avca splits --root {params.root:q}"
+        "python -m avzsl --quiet --threads {threads} import-released splits --root {params.root:q}"
         " --dataset {params.name} --feature-set {wildcards.variant} --out {params.out:q} > {log:q} 2>&1"
 
 
@@ -85,7 +85,7 @@ rule fetch_official_splits:
         out=lambda w, output: folder_of(output),
         limits=fetch_options(),
     shell:
-        "python -m training.cli --quiet --threads {threads} official-splits --dataset {params.name}"
+        "python -m avzsl --quiet --threads {threads} fetch-official-splits --dataset {params.name}"
         " --variant {wildcards.variant} --source {params.source:q} --cache resources/official"
         " --out {params.out:q} --class-names {output.class_names:q} {params.limits} > {log:q} 2>&1"
 
@@ -116,7 +116,7 @@ rule official_download_list:
         ],
         splits=lambda w, input: folder_of(input.splits),
     shell:
-        "python -m training.cli --quiet --threads {threads} official-download-list --splits {params.splits:q}"
+        "python -m avzsl --quiet --threads {threads} official-download-list --splits {params.splits:q}"
         " --dataset {params.name} --variant {params.variant}"
         " --activitynet-annotations {params.annotations:q} --out {output.listing:q}"
         " --problems {output.problems:q} > {log:q} 2>&1"
@@ -159,7 +159,7 @@ rule leakage_free_splits:
         ),
         out=lambda w, output: folder_of(output),
     shell:
-        "python -m training.cli --quiet --threads {threads} leakage-free-splits --manifest {input.manifest:q}"
+        "python -m avzsl --quiet --threads {threads} leakage-free-splits --manifest {input.manifest:q}"
         " --class-names {input.class_names:q} --recipe {params.recipe:q} --backbone {params.backbone:q}"
         " --vocabularies {params.vocabularies:q} {params.overrides:q} {params.apart} --out {params.out:q}"
         " --report {output.report:q} > {log:q} 2>&1"

@@ -19,7 +19,7 @@ rule fetch_text_weights:
         block=f"text.{TEXT_ENCODER}",
         limits=fetch_options(),
     shell:
-        "python -m training.cli --quiet fetch-weights --url {params.url:q} --sha256={params.sha256:q}"
+        "python -m avzsl --quiet fetch --url {params.url:q} --sha256={params.sha256:q}"
         " --out {output:q} --where {params.block} {params.limits} > {log:q} 2>&1"
 
 
@@ -46,7 +46,7 @@ rule class_text:
         template=config["text"]["template"],
         splits=lambda w, input: folder_of(input.splits),
     shell:
-        "python -m training.cli --quiet --threads {threads} text --splits {params.splits:q}"
+        "python -m avzsl --quiet --threads {threads} class-text --splits {params.splits:q}"
         " --class-names {input.class_names:q} --encoder {params.encoder} --params {params.encoder_params:q}"
         " --template {params.template:q} --out {output.store:q} --report {output.report:q} > {log:q} 2>&1"
 
@@ -72,6 +72,6 @@ rule import_released_text:
         ),
         layout=lambda w: released(w)["layout"],
     shell:
-        "python -m training.cli --quiet --threads {threads} import-avca text --root {params.root:q}"
+        "python -m avzsl --quiet --threads {threads} import-released text --root {params.root:q}"
         " --dataset {params.name} --feature-set {params.feature_set} --layout {params.layout} {params.legacy}"
         " {params.npy:q} --out {output:q} > {log:q} 2>&1"

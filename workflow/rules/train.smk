@@ -24,7 +24,7 @@ rule train_stage1:
         run=run_config,
         run_dir=stage_dir(1),
     shell:
-        "python -m training.cli --quiet --threads {threads} --gpus {resources.gpu} train --stage 1"
+        "python -m avzsl --quiet --threads {threads} --gpus {resources.gpu} train --stage 1"
         " --run-config {params.run:q} --run-dir {params.run_dir:q} --out {output:q}"
         " --mem-mb {resources.mem_mb} > {log:q} 2>&1"
 
@@ -52,6 +52,6 @@ rule train_stage2:
         run=run_config,
         run_dir=stage_dir(2),
     shell:
-        "python -m training.cli --quiet --threads {threads} --gpus {resources.gpu} train --stage 2"
+        "python -m avzsl --quiet --threads {threads} --gpus {resources.gpu} train --stage 2"
         " --run-config {params.run:q} --run-dir {params.run_dir:q} --selection {input.selection:q}"
         " --model-out {output:q} --mem-mb {resources.mem_mb} > {log:q} 2>&1"

@@ -41,7 +41,9 @@ def describe_schema_error(err) -> str:
     where = ".".join(str(p) for p in err.absolute_path) or "(top level)"
     if err.validator == "additionalProperties":
         unknown = re.findall(r"'([^']+)' w(?:as|ere) unexpected", err.message)
-        return f"config: unknown key {', '.join(unknown) or err.message} in {where}"
+        known = sorted(err.schema.get("properties") or {})
+        return (f"config: unknown key {', '.join(unknown) or err.message} in {where}"
+                + (f"; known: {', '.join(known)}" if known else ""))
     return f"config: {where}: {err.message}"
 
 
@@ -106,8 +108,9 @@ def _check_text(cfg: dict) -> None:
 
 
 def _check_feature_sets(cfg: dict) -> None:
-    """Every feature set used by an active dataset names a backbone per modality; weight urls and digests are
-    well-formed (backbone names and parameters are checked when extraction builds them: that needs torch)."""
+    """Every feature set used by an active dataset names a known backbone per modality, with parameters it declares
+    and values they allow (read from the backbones' source: no torch); weight urls and digests are well-formed."""
+    from extractors.backbone_params import check_backbone_params
     from extractors.feature_sets import BackboneError, normalize_feature_set
     from extractors.weights import file_param_keys
 
@@ -122,6 +125,10 @@ def _check_feature_sets(cfg: dict) -> None:
         for m, entry in spec.items():
             key = f"{where}.{m}" if cfg["feature_sets"][name].get(m) else where
             params = entry["params"]
+            try:
+                check_backbone_params(entry["backbone"], params, key)
+            except BackboneError as e:
+                raise ConfigError(f"config: {e}") from None
             for param, (url_key, sha_key) in file_param_keys(params).items():
                 if sha_key in params and not is_sha256(params[sha_key]):
                     raise ConfigError(f"config: {key}.params.{sha_key} must be 64 hexadecimal digits, got "
