@@ -63,11 +63,12 @@ rule extract_shard:
         chunk_videos=config["extract"]["chunk_videos"],
         videos_per_load=config["extract"]["videos_per_load"],
         missing_modality=config["extract"]["missing_modality"],
+        workers=config["extract"]["workers"],
     shell:
         "python -m training.cli --quiet --threads {threads} --gpus {resources.gpu} extract --manifest {input.manifest:q}"
         " --shard {wildcards.shard} --shards {params.shards} --feature-set {params.feature_set:q}"
         " --feature-set-name {wildcards.feature_set} {params.records:q} --decoder {params.decoder}"
-        " --workers {config[extract][workers]} --batch-windows {params.batch_windows} --device {params.device}"
+        " --workers {params.workers} --batch-windows {params.batch_windows} --device {params.device}"
         " --precision {params.precision} {params.max_seconds:q} --chunk-seconds {params.chunk_seconds}"
         " --chunk-videos {params.chunk_videos} --videos-per-load {params.videos_per_load}"
         " --missing-modality {params.missing_modality} --out {output:q} > {log:q} 2>&1"
