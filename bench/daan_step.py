@@ -100,11 +100,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=20)
     ap.add_argument("--data", help="reuse a synthetic dataset folder")
     ap.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="bf16: whole step under autocast")
+    ap.add_argument("--data-scale", type=float, default=1.0, help="a fraction of UCF's videos (dry runs)")
     args = ap.parse_args()
     print(f"# machine: {machine()}")
     dev = resolve_device(args.device)
     with tempfile.TemporaryDirectory() as tmp:
-        paths = dataset_paths(Path(args.data or tmp))
+        paths = dataset_paths(Path(args.data or tmp), args.data_scale)
         runs = {m: step_times(m, paths, args.device, args.batch_size, args.repeats, precision=args.precision)
                 for m in ("avca", "daan_base", "daan_qdma", "daan")}
     med = {m: statistics.median(times) for m, (times, _) in runs.items()}

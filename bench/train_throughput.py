@@ -36,7 +36,8 @@ UCF = {"stage_1_train": (30, 3174), "stage_1_val_seen": (30, 353), "stage_1_val_
        "stage_2_test_seen": (42, 555), "stage_2_test_unseen": (9, 1267)}
 
 
-def make_ucf_like(root: Path, dim: int = 512, text_dim: int = 300, seed: int = 0) -> dict:
+def make_ucf_like(root: Path, dim: int = 512, text_dim: int = 300, seed: int = 0, scale: float = 1.0) -> dict:
+    """``scale``: that fraction of every stage's videos (at least 4 per class; for dry runs)."""
     rng = np.random.default_rng(seed)
     classes = [f"class{i:02d}" for i in range(51)]
     train, val_unseen, test_unseen = classes[:30], classes[30:42], classes[42:]
@@ -46,6 +47,7 @@ def make_ucf_like(root: Path, dim: int = 512, text_dim: int = 300, seed: int = 0
     videos, split_videos = [], {}
     for stage, (_, n) in UCF.items():
         cls = stage_classes[stage]
+        n = max(4 * len(cls), int(n * scale)) if scale < 1 else n
         split_videos[stage] = []
         for i in range(n):
             c = cls[i % len(cls)]
@@ -68,13 +70,13 @@ def make_ucf_like(root: Path, dim: int = 512, text_dim: int = 300, seed: int = 0
     return {"features": str(root / "features.h5"), "splits": str(root / "splits"), "text": str(root / "text.h5")}
 
 
-def dataset_paths(folder: Path) -> dict:
-    """The synthetic dataset in ``folder``, made there on first use."""
+def dataset_paths(folder: Path, scale: float = 1.0) -> dict:
+    """The synthetic dataset in ``folder``, made there on first use (``scale``: see :func:`make_ucf_like`)."""
     folder.mkdir(parents=True, exist_ok=True)
     if (folder / "features.h5").exists():
         return {"features": str(folder / "features.h5"), "splits": str(folder / "splits"),
                 "text": str(folder / "text.h5")}
-    return make_ucf_like(folder)
+    return make_ucf_like(folder, scale=scale)
 
 
 def sync(device: torch.device) -> None:
@@ -142,11 +144,12 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=256, help="0: each model's own UCF setting")
     ap.add_argument("--profile", default="ucf")
     ap.add_argument("--data", help="reuse a synthetic dataset folder")
+    ap.add_argument("--data-scale", type=float, default=1.0, help="a fraction of UCF's videos (dry runs)")
     args = ap.parse_args()
     names = sorted(MODELS) if args.models == "all" else args.models.split(",")
     print(f"# machine: {machine()}")
     with tempfile.TemporaryDirectory() as tmp:
-        paths = dataset_paths(Path(args.data or tmp))
+        paths = dataset_paths(Path(args.data or tmp), args.data_scale)
         for name in names:
             print(json.dumps(time_epoch(name, paths, args.device, args.batches, args.batch_size or None, args.profile)),
                   flush=True)

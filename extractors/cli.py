@@ -37,7 +37,7 @@ def extract(a):
                           precision=a.precision, max_seconds=a.max_seconds, progress=not a.quiet,
                           chunk_videos=a.chunk_videos, videos_per_load=a.videos_per_load,
                           chunk_seconds=a.chunk_seconds or None, missing_modality=a.missing_modality,
-                          feature_set_name=a.feature_set_name)
+                          feature_set_name=a.feature_set_name, threads=getattr(a, "threads", 0) or None)
     backbone = a.feature_set if a.feature_set else a.backbone
     weights = [read_record(p) for p in a.weights_record] or None
     stats = extract_shard(a.manifest, a.shard, a.shards, backbone, a.params, a.out, opts, weights=weights)
@@ -239,7 +239,9 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("--params", type=json_arg, default={})
     p.add_argument("--out", required=True)
     p.add_argument("--decoder", default="pyav", choices=["pyav", "decord"])
-    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--workers", type=lambda v: None if v == "auto" else int(v), default=None,
+                   help="decode worker processes, or auto (planned from the global --threads: "
+                        "extractors.extract.plan_threads)")
     p.add_argument("--batch-windows", type=lambda v: None if v == "auto" else int(v), default=None,
                    help="windows per backbone call, or auto (extractors.extract.AUTO_BATCH_WINDOWS)")
     p.add_argument("--device", default="auto")

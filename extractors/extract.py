@@ -2,7 +2,8 @@
 
 Decode workers (a DataLoader over an iterable dataset) decode and window videos on the CPU, a long video in pieces
 of ``chunk_seconds`` (never whole), while the main process runs the backbone on batches of windows pooled across
-videos (pinned memory, non-blocking copies, optional bf16 autocast). Progress
+videos (pinned memory, non-blocking copies, video networks in channels-last layout, optional bf16 autocast). The
+job's cores are split between the network's threads and the decode workers by :func:`plan_threads`. Progress
 is committed in small chunk files next to the output, so an interrupted shard resumes where it stopped; the
 shard file itself appears atomically when the shard is complete. A file that cannot be decoded is recorded
 with its reason and the shard goes on.
@@ -14,6 +15,7 @@ import dataclasses
 import gc
 import json
 import logging
+import os
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -45,12 +47,16 @@ log = logging.getLogger("avzsl.extract")
 # for a shard of a few videos: a batch of 256 SeLaVi windows in fp32 on the CPU grew past 21 GB and was killed on a
 # 24 GB machine; the memory grows with the batch, so 8 windows on the CPU need about 1/32 of that.
 AUTO_BATCH_WINDOWS = {"cpu": 8, "cuda": 64, "mps": 16}
+# On the CPU the network needs every core (decoding and preprocessing cost a few per cent of its time): it gets all
+# of the job's cores, and one decode worker per this many cores runs at the lowest priority in the cycles it leaves.
+CPU_CORES_PER_DECODE_WORKER = 16
 
 
 @dataclass
 class ExtractOptions:
     decoder: str = "pyav"
-    workers: int = 2
+    workers: int | None = None  # decode worker processes; None: planned from the job's cores (plan_threads)
+    threads: int | None = None  # the job's cores (None: leave the process's torch threads as they are; see plan_threads)
     batch_windows: int | None = None  # None: AUTO_BATCH_WINDOWS for the device
     videos_per_load: int = 64  # finished videos that may wait for a full batch before a padded one is run
     chunk_videos: int = 64
@@ -58,7 +64,9 @@ class ExtractOptions:
     chunk_seconds: float | None = 60.0  # decode and window long videos in pieces of this length (None: whole)
     missing_modality: str = "drop"  # or "keep": store a video without an audio (video) stream, marked missing
     device: str = "auto"
-    precision: str = "fp32"  # or "bf16"
+    precision: str = "fp32"  # or "bf16" (refused with a backbone in mode reference)
+    channels_last: bool = True  # video networks (5-d weights) in channels_last_3d; False: torch's NCDHW default
+    idle_workers: bool | None = None  # decode workers at nice 19 (None: on the CPU, see plan_threads)
     max_seconds: float | None = None
     progress: bool = True
     worker_timeout: float = 900.0  # seconds a decode worker may take for one piece before the shard fails (0: none)
@@ -75,8 +83,10 @@ class ExtractOptions:
                 raise ExtractionError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.worker_timeout < 0:
             raise ExtractionError(f"worker_timeout must be 0 or more seconds, got {self.worker_timeout}")
-        if self.workers < 0:
+        if self.workers is not None and self.workers < 0:
             raise ExtractionError(f"workers must be 0 or more, got {self.workers}")
+        if self.threads is not None and self.threads < 1:
+            raise ExtractionError(f"threads must be at least 1, got {self.threads}")
         if self.precision not in ("fp32", "bf16"):
             raise ExtractionError(f"precision must be fp32 or bf16, got {self.precision!r}")
         if self.missing_modality not in MISSING_POLICIES:
@@ -114,6 +124,101 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    """How one extraction job uses its cores: the network's torch threads (intra-op) and inter-op threads, the
+    decode worker processes, and whether those workers run at the lowest priority (on the cycles the network
+    leaves)."""
+
+    cores: int
+    torch_threads: int
+    interop_threads: int
+    decode_workers: int
+    idle_workers: bool
+
+
+def job_cores(requested: int | None = None) -> int:
+    """The cores this job may use: ``requested`` (the rule's threads), never more than the CPUs this process may
+    run on (its affinity: a SLURM job's cgroup or a ``taskset``) nor a SLURM allocation's ``SLURM_CPUS_PER_TASK``."""
+    try:
+        available = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        available = os.cpu_count() or 1
+    limits = [available]
+    if requested:
+        limits.append(int(requested))
+    slurm = os.environ.get("SLURM_CPUS_PER_TASK", "")
+    if slurm.isdigit() and int(slurm) > 0:
+        limits.append(int(slurm))
+    return max(1, min(limits))
+
+
+def plan_threads(cores: int, device_type: str, workers: int | None = None) -> ThreadPlan:
+    """Split ``cores`` between the network and decoding, never giving more threads than cores.
+
+    CPU: the network is the bottleneck (decoding and preprocessing take a few per cent of its time), so its torch
+    threads take every core and ``max(1, cores // CPU_CORES_PER_DECODE_WORKER)`` decode workers run at the lowest
+    priority (nice 19): they decode the next batch on the cycles the network leaves (between layers, while Python
+    gathers a batch) and hardly take a core from it. GPU: the network runs on the device, so the decode workers get
+    ``cores - 1`` cores at normal priority and the process that feeds the GPU keeps one. ``workers`` overrides the
+    number of decode workers (0: decode in the job's own process, no overlap). Inter-op threads: 1 (inference runs
+    one operator at a time)."""
+    cores = max(1, int(cores))
+    if device_type == "cpu":
+        n = max(1, cores // CPU_CORES_PER_DECODE_WORKER) if workers is None else workers
+        return ThreadPlan(cores, cores, 1, n, idle_workers=n > 0)
+    n = max(1, cores - 1) if workers is None else workers
+    return ThreadPlan(cores, max(1, cores - n), 1, n, idle_workers=False)
+
+
+def _idle_priority(_worker_id: int) -> None:
+    """DataLoader worker_init_fn: this decode worker (and the decoder threads it starts, which inherit it) at the
+    lowest priority, nice 19: on a core the network's threads want it gets about 1.5 % of the time, on an idle core
+    all of it. (Not SCHED_IDLE: under a machine oversubscribed by other jobs that would starve it past
+    ``worker_timeout``.)"""
+    try:
+        os.nice(19 - os.nice(0))
+    except OSError:
+        pass
+
+
+def _set_interop_threads(n: int) -> None:
+    """Inter-op threads can be set once per process, before any parallel work; later calls keep what is set."""
+    if torch.get_num_interop_threads() == n:
+        return
+    try:
+        torch.set_num_interop_threads(n)
+    except RuntimeError:
+        log.debug("inter-op threads already fixed at %d", torch.get_num_interop_threads())
+
+
+def reference_parts(backbone: Backbone) -> list[str]:
+    """The modalities whose backbone runs in ``mode: reference``."""
+    parts = backbone.parts if isinstance(backbone, Combined) else {m: backbone for m in backbone.modalities}
+    return [m for m, b in parts.items() if b.params.get("mode") == "reference"]
+
+
+def check_precision(backbone: Backbone, precision: str, where: str = "feature set") -> None:
+    """bf16 changes every feature (see docs/extraction.md); the reference mode exists to give the original
+    extraction's features exactly, so the two are refused together."""
+    ref = reference_parts(backbone)
+    if precision != "fp32" and ref:
+        keys = (", ".join(f"{where}.{m}.params.mode" for m in ref) if isinstance(backbone, Combined)
+                else f"{where}.params.mode")
+        raise ExtractionError(f"extract.precision: {precision} is refused with mode: reference ({keys}); the "
+                              "reference mode reproduces the original fp32 features. Set extract.precision: fp32, or "
+                              "mode: clean")
+
+
+def to_channels_last(module: torch.nn.Module) -> torch.nn.Module:
+    """Every 5-d parameter and buffer (3-d convolutions' weights) in channels_last_3d, in place: the convolutions
+    then run channels-last (fp32 results equal NCDHW's to float rounding; faster on CPUs and GPUs)."""
+    for t in [*module.parameters(), *module.buffers()]:
+        if t.dim() == 5:
+            t.data = t.data.contiguous(memory_format=torch.channels_last_3d)
+    return module
 
 
 @dataclass
@@ -167,22 +272,41 @@ def extract_shard(manifest: str | Path, shard: int, n_shards: int, backbone_name
     device = resolve_device(opts.device)
     if opts.batch_windows is None:
         opts = dataclasses.replace(opts, batch_windows=AUTO_BATCH_WINDOWS.get(device.type, 8))
+    where = opts.feature_set_name and f"feature_sets.{opts.feature_set_name}" or "feature set"
     if isinstance(backbone_name, dict):
-        where = opts.feature_set_name and f"feature_sets.{opts.feature_set_name}" or "feature set"
         fs = normalize_feature_set(backbone_name, where)
         fs = {m: {**e, "params": check_local(e["params"], f"{where}.{m}")} for m, e in fs.items()}
         backbone = build_feature_set(fs, where)
     else:
         backbone = build_backbone(backbone_name, backbone_params)
+    check_precision(backbone, opts.precision, where)
+    if opts.precision == "bf16" and device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported():
+        log.warning("extract.precision bf16: this CPU has no bf16 matrix instructions; bf16 will be slower than fp32")
     backbone = backbone.to(device).eval()
+    if opts.channels_last:
+        to_channels_last(backbone)
+    plan = plan_threads(job_cores(opts.threads) if opts.threads else torch.get_num_threads(), device.type,
+                        opts.workers)
+    opts = dataclasses.replace(opts, workers=plan.decode_workers,
+                               idle_workers=plan.idle_workers if opts.idle_workers is None else opts.idle_workers)
     spec = feature_spec(backbone, opts.decoder, opts.max_seconds, opts.missing_modality, weights)
     partial = out.with_name(out.name + ".partial")
     done = _completed_ids(partial, spec.config_hash)
     todo = [r for r in rows if r.video_id not in done]
     log.info("shard %d/%d: %d videos, %d already done, %d to extract on %s", shard, n_shards, len(rows),
              len(done), len(todo), device)
+    log.info("threads: %d cores; network %d torch thread(s), %d decode worker(s)%s", plan.cores,
+             plan.torch_threads if opts.threads else torch.get_num_threads(), opts.workers,
+             " at nice 19" if opts.workers and opts.idle_workers else "")
     t0 = time.time()
-    _run(manifest, todo, backbone, spec, partial, device, opts)
+    before = torch.get_num_threads()
+    if opts.threads:  # the job's own thread counts; the caller's are restored afterwards
+        torch.set_num_threads(plan.torch_threads)
+        _set_interop_threads(plan.interop_threads)
+    try:
+        _run(manifest, todo, backbone, spec, partial, device, opts)
+    finally:
+        torch.set_num_threads(before)
     chunks = sorted(partial.glob("chunk_*.h5")) if partial.exists() else []
     stores = [FeatureStore(c) for c in chunks]  # opened once: ids and failures are read eagerly
     if rows and not any(len(s) for s in stores):
@@ -229,6 +353,7 @@ def _run(manifest: Path, rows: list[ManifestRow], backbone: Backbone, spec: Stor
         gc.collect()
     loader = DataLoader(_StreamWindows(manifest, rows, backbone, opts), batch_size=None,
                         num_workers=opts.workers, timeout=opts.worker_timeout if opts.workers else 0,
+                        worker_init_fn=_idle_priority if opts.workers and opts.idle_workers else None,
                         persistent_workers=False, prefetch_factor=4 if opts.workers else None)
     from tqdm import tqdm
 

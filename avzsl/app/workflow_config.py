@@ -129,6 +129,10 @@ def _check_feature_sets(cfg: dict) -> None:
                 check_backbone_params(entry["backbone"], params, key)
             except BackboneError as e:
                 raise ConfigError(f"config: {e}") from None
+            if cfg["extract"]["precision"] != "fp32" and params.get("mode") == "reference":
+                raise ConfigError(f"config: extract.precision: {cfg['extract']['precision']} is refused with "
+                                  f"{key}.params.mode: reference (the reference mode reproduces the original fp32 "
+                                  "features); set extract.precision: fp32, or mode: clean")
             for param, (url_key, sha_key) in file_param_keys(params).items():
                 if sha_key in params and not is_sha256(params[sha_key]):
                     raise ConfigError(f"config: {key}.params.{sha_key} must be 64 hexadecimal digits, got "

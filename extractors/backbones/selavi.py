@@ -185,14 +185,17 @@ class SeLaVi(Backbone):
             return torch.stack([reference_video_input(clip.frames[geo.frame_indices(f, clip)])
                                 for f in first])
         if modality == "audio":
-            return torch.from_numpy(np.stack([self.spectrogram(clip, s) for s in starts])[:, None])
+            wav = np.clip(np.round(clip.audio * 32768.0), -32768, 32767)  # 16-bit values, once per piece
+            return torch.from_numpy(np.stack([self.spectrogram(clip, s, wav) for s in starts])[:, None])
         return resize_crop(frames_at(clip, starts, self.FRAMES), (self.SIZE,), (self.SIZE, self.SIZE))
 
-    def spectrogram(self, clip, start: float) -> np.ndarray:
+    def spectrogram(self, clip, start: float, wav: np.ndarray | None = None) -> np.ndarray:
         """(257, 99) z-normalised log filter bank of the second of audio from ``start``; like the reference, a
-        window reaching past the end is moved back to end with the audio (zero-padded if the audio is shorter)."""
+        window reaching past the end is moved back to end with the audio (zero-padded if the audio is shorter).
+        ``wav``: the clip's audio as 16-bit integer values, if already computed."""
         rate = clip.sample_rate
-        wav = np.clip(np.round(clip.audio * 32768.0), -32768, 32767)  # the reference reads 16-bit integers
+        if wav is None:  # the reference reads 16-bit integers
+            wav = np.clip(np.round(clip.audio * 32768.0), -32768, 32767)
         first = int(round(start * rate)) - clip.sample_start
         if first < 0:
             raise ValueError(f"window at {start}s starts before the decoded audio (sample {clip.sample_start})")

@@ -45,7 +45,7 @@ rule extract_shard:
         shard=r"\d+",
     conda:
         ENV
-    threads: config["extract"]["workers"] + 1  # decode workers + the process that runs the backbone
+    threads: config["extract"]["threads"]  # split between the network and the decode workers (plan_threads)
     resources:
         gpu=config["extract"]["gpus"],
         mem_mb=mem_by_attempt(4000),
@@ -65,11 +65,12 @@ rule extract_shard:
         chunk_videos=config["extract"]["chunk_videos"],
         videos_per_load=config["extract"]["videos_per_load"],
         missing_modality=config["extract"]["missing_modality"],
+        workers=config["extract"]["workers"],
     shell:
-        "python -m avzsl --quiet --threads 1 --gpus {resources.gpu} extract --manifest {input.manifest:q}"
+        "python -m avzsl --quiet --threads {threads} --gpus {resources.gpu} extract --manifest {input.manifest:q}"
         " --shard {wildcards.shard} --shards {params.shards} --feature-set {params.feature_set:q}"
         " --feature-set-name {wildcards.feature_set} {params.records:q} --decoder {params.decoder}"
-        " --workers $(( {threads} - 1 )) --batch-windows {params.batch_windows} --device {params.device}"
+        " --workers {params.workers} --batch-windows {params.batch_windows} --device {params.device}"
         " --precision {params.precision} {params.max_seconds:q} --chunk-seconds {params.chunk_seconds}"
         " --chunk-videos {params.chunk_videos} --videos-per-load {params.videos_per_load}"
         " --missing-modality {params.missing_modality} --out {output:q} > {log:q} 2>&1"
