@@ -10,6 +10,7 @@ def test_welch_t_by_hand():
     # means 2 and 1, variances 1 and 1, n = 3 each: t = 1 / sqrt(1/3 + 1/3)
     assert welch_t([1.0, 2.0, 3.0], [0.0, 1.0, 2.0]) == pytest.approx(1 / (2 / 3) ** 0.5)
     assert welch_t([1.0, 1.0], [1.0, 1.0]) == 0.0
+    assert welch_t([1.0], [2.0, 3.0]) == pytest.approx(-1.5 / (0.5 / 2) ** 0.5)  # one seed: the other's spread alone
 
 
 def test_summary_marks_only_differences_beyond_the_seed_noise():

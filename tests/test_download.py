@@ -21,8 +21,10 @@ from extractors.sources.download import (
     DownloadOptions,
     DownloadRow,
     coverage,
+    coverage_statement,
     download,
     merge_shards,
+    read_coverage,
     read_download_list,
     read_unavailable,
     write_coverage,
@@ -252,6 +254,9 @@ def test_shards_merge_and_coverage(tmp_path, server):
     md = (ds / "coverage.md").read_text()
     assert "## All listed videos, per class: 3 / 4 (75.0 %)" in md and "| dog | 1 | 2 | 50.0 % |" in md
     assert (ds / "coverage.tsv").read_text().splitlines()[1] == "all\tcat\t1\t1\t1.0000"
+    assert read_coverage(ds / "coverage.tsv") == cov
+    assert coverage_statement(cov) == ("3 / 4 listed videos available (75.0 %); stage_2_test_seen 0 / 2 (0.0 %); "
+                                       "stage_2_test_unseen 0 / 1 (0.0 %)")
 
 
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="yt-dlp's download_ranges needs the ffmpeg program")
