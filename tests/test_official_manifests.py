@@ -255,6 +255,7 @@ def test_malformed_ids_are_refused():
         official.parse_vggsound_id("noseconds")
 
 
+@pytest.mark.slow
 def test_activitynet_annotations_are_pinned_by_commit_and_content(tmp_path):
     import functools
     import http.server
