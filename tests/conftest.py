@@ -61,6 +61,15 @@ def _only_fast_work(item):
         subprocess.Popen.__init__, socketserver.TCPServer.server_bind = popen_init, server_bind
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """The tests on the generated miniature dataset (:func:`tiny_dataset`: clips generated, extracted and embedded,
+    tens of seconds) are slow too."""
+    for item in items:
+        if "tiny_dataset" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_setup(item):
     with _only_fast_work(item):
@@ -103,7 +112,7 @@ def shared_splits() -> Path:
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> dict:
     """Generated clips (3 visuals x 3 sounds, 6 clips each), extracted, split and embedded: a real miniature of the
-    demo pipeline, built once per test session."""
+    demo pipeline, built once per test session (its tests are slow: pytest_collection_modifyitems)."""
     from extractors.extract import ExtractOptions, extract_shard
     from extractors.sources.demo import DemoSpec, generate, read_factors
     from extractors.sources.manifest import read_class_names, read_manifest

@@ -41,6 +41,7 @@ def test_the_workflow_offers_exactly_the_script_variants():
     assert ev["items"]["enum"] == list(VARIANTS) and ev["default"] == list(VARIANTS)
 
 
+@pytest.mark.slow
 def test_per_job_runs_make_the_same_table_as_one_invocation(tmp_path, capsys):
     """What the Snakemake target does (the avzsl evidence commands: a benchmark, one job per variant and seed, then
     the table) equals one run of the script."""

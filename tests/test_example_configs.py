@@ -175,6 +175,7 @@ def test_leakage_free_split_command_writes_the_split_and_its_report(tmp_path):
     assert r.stderr.strip().splitlines()[-1].startswith("leakage-free split for backbone kinetics400: cannot draw 3")
 
 
+@pytest.mark.slow
 def test_official_split_command_and_its_download_list(tmp_path, shared_splits):
     """The official VGGSound cls split from a local copy (digests checked), canonical, with its download list."""
     out = tmp_path / "results" / "splits" / "vgg" / "cls"
