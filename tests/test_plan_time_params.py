@@ -172,6 +172,7 @@ print(sorted(m for m in sys.modules if m == "torch" or m.startswith("torch.")))
      "config: unknown key n_visual in datasets.demo.demo; known: audio_gap, audio_snr_db, broken_files, "
      "clips_per_class, difficulty, max_seconds, min_seconds, n_sounds, n_visuals, seed, visual_gap"),
 ], ids=["backbone", "text encoder", "source"])
+@pytest.mark.slow
 def test_snakemake_dry_run_stops_with_the_line(tmp_path, override, message):
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(override))
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "-n", "--quiet", "rules", "--cores", "1",
