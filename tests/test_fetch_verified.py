@@ -272,6 +272,7 @@ def test_format_checks_per_kind(tmp_path):
             check(name, data)
 
 
+@pytest.mark.slow
 def test_fetch_checks_a_checkpoint_against_the_keys_its_backbone_loads(server, tmp_path):
     """A loadable checkpoint of another network is refused at fetch with the keys that do not fit, not at
     extraction; the right layout passes (bench/official_layouts.py fabricates it)."""
