@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import tempfile
 from pathlib import Path
 
+import numpy as np
 import torch
+from scipy import stats
 
 from bench.synthetic_eval import benchmark_paths, evaluate_model
 from bench.synthetic_features import dataset_name
@@ -45,11 +48,15 @@ REFERENCE = "base"
 
 
 def welch_t(a: list[float], b: list[float]) -> float:
-    """Welch's t statistic of mean(a) − mean(b); 0 when neither varies and the means agree."""
-    va, vb = (statistics.variance(x) if len(x) > 1 else 0.0 for x in (a, b))
-    se = (va / len(a) + vb / len(b)) ** 0.5
+    """Welch's t statistic of mean(a) − mean(b), a single seed counting as no spread; 0 when neither varies and the
+    means agree (±inf when they differ)."""
+    sd = [statistics.stdev(x) if len(x) > 1 else 0.0 for x in (a, b)]
     diff = statistics.mean(a) - statistics.mean(b)
-    return diff / se if se > 0 else (0.0 if diff == 0 else float("inf") * (1 if diff > 0 else -1))
+    if sd == [0.0, 0.0]:
+        return 0.0 if diff == 0 else math.copysign(math.inf, diff)
+    with np.errstate(divide="ignore", invalid="ignore"):  # a single seed: no degrees of freedom, still a statistic
+        return float(stats.ttest_ind_from_stats(statistics.mean(a), sd[0], len(a), statistics.mean(b), sd[1], len(b),
+                                                equal_var=False).statistic)
 
 
 def summarise(runs: dict[str, list[dict]], reference: str = REFERENCE, t_threshold: float = 2.0) -> list[dict]:

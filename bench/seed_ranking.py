@@ -12,48 +12,16 @@ import itertools
 from collections import defaultdict
 
 import numpy as np
+from scipy import stats
 
-from training.results import read_csv
-
-
-def average_ranks(x: np.ndarray) -> np.ndarray:
-    """Ranks 1..n, ties sharing their mean rank (as Spearman's ρ needs)."""
-    order = np.argsort(x, kind="stable")
-    ranks = np.empty(len(x))
-    ranks[order] = np.arange(1, len(x) + 1)
-    for v in np.unique(x):
-        tied = x == v
-        ranks[tied] = ranks[tied].mean()
-    return ranks
+from training.report.records import SummaryRow, read_summary_csv
 
 
-def spearman(x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.corrcoef(average_ranks(x), average_ranks(y))[0, 1])
-
-
-def kendall_tau_b(x: np.ndarray, y: np.ndarray) -> float:
-    concordant = discordant = ties_x = ties_y = 0
-    for i, j in itertools.combinations(range(len(x)), 2):
-        dx, dy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
-        if dx == 0 and dy == 0:
-            continue
-        if dx == 0:
-            ties_x += 1
-        elif dy == 0:
-            ties_y += 1
-        elif dx == dy:
-            concordant += 1
-        else:
-            discordant += 1
-    n1, n2 = concordant + discordant + ties_x, concordant + discordant + ties_y
-    return float((concordant - discordant) / np.sqrt(n1 * n2)) if n1 and n2 else float("nan")
-
-
-def seed_tables(rows: list[dict], metric: str) -> tuple[list[str], list[int], np.ndarray]:
+def seed_tables(rows: list[SummaryRow], metric: str) -> tuple[list[str], list[int], np.ndarray]:
     """(models, seeds, values[model, seed]) over the models present for every seed."""
     by = defaultdict(dict)
     for r in rows:
-        by[r["display_name"]][int(r["seed"])] = float(r[metric])
+        by[r.display_name][r.seed] = r.metric(metric)
     seeds = sorted({s for v in by.values() for s in v})
     models = [m for m, v in by.items() if all(s in v for s in seeds)]
     return models, seeds, np.array([[by[m][s] for s in seeds] for m in models])
@@ -67,17 +35,18 @@ def main(argv=None) -> None:
     ap.add_argument("--chance-hm", type=float, default=None, help="chance HM in percent (printed margins)")
     ap.add_argument("--chance-zsl", type=float, default=None, help="chance ZSL in percent")
     a = ap.parse_args(argv)
-    rows = [r for r in read_csv(a.summary_csv)
-            if (a.dataset is None or r["dataset"] == a.dataset)
-            and (a.feature_set is None or r["feature_set"] == a.feature_set)]
+    rows = [r for r in read_summary_csv(a.summary_csv)
+            if (a.dataset is None or r.dataset == a.dataset)
+            and (a.feature_set is None or r.feature_set == a.feature_set)]
     for metric, chance in (("HM", a.chance_hm), ("ZSL", a.chance_zsl)):
         models, seeds, v = seed_tables(rows, metric)
         if len(seeds) < 2:
             raise SystemExit(f"need at least two seeds per model, found {seeds}")
         print(f"## {metric}: {len(models)} models, seeds {seeds}")
         for (i, si), (j, sj) in itertools.combinations(enumerate(seeds), 2):
-            print(f"seeds {si}-{sj}: Spearman {spearman(v[:, i], v[:, j]):.2f}, "
-                  f"Kendall tau-b {kendall_tau_b(v[:, i], v[:, j]):.2f}")
+            rho = stats.spearmanr(v[:, i], v[:, j]).statistic
+            tau = stats.kendalltau(v[:, i], v[:, j], variant="b").statistic
+            print(f"seeds {si}-{sj}: Spearman {rho:.2f}, Kendall tau-b {tau:.2f}")
         mean, std = v.mean(1), v.std(1, ddof=1)
         for k in np.argsort(-mean):
             margin = f", {mean[k] / chance:.1f}x chance" if chance else ""

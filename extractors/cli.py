@@ -61,10 +61,11 @@ def download_manifest(a):
 
 def ucf_archive(a):
     from extractors.sources.ucf_archive import ucf_from_archive
+    from extractors.splits import read_class_list
 
     classes = list(a.classes)
     if a.classes_file:
-        classes += [c.strip() for c in Path(a.classes_file).read_text().splitlines() if c.strip()]
+        classes += read_class_list(a.classes_file)
     print(json.dumps(ucf_from_archive(a.archive, Path(a.manifest).parent / "videos", a.manifest, a.class_names,
                                       classes or None, a.descriptions)))
 

@@ -387,6 +387,12 @@ def write_failures_tsv(path: str | Path, failures: Sequence[tuple[str, str]], he
         tmp.write_text(f"video_id\t{header}\n" + "".join(f"{v}\t{r}\n" for v, r in failures))
 
 
+def read_failures_tsv(path: str | Path) -> list[tuple[str, str]]:
+    """The ``(video_id, reason)`` pairs of :func:`write_failures_tsv`'s file (or its notes)."""
+    lines = Path(path).read_text().splitlines()[1:]
+    return [tuple(line.split("\t", 1)) for line in lines if line]
+
+
 def _write_pairs(f: h5py.File, group: str, name: str, pairs: list[tuple[str, str]]) -> None:
     g = f.create_group(group)
     g.create_dataset("id", data=np.array([v for v, _ in pairs], dtype=object), dtype=_STR)

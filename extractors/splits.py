@@ -132,7 +132,7 @@ def read_splits(split_dir: str | Path, all_class_file: str | Path | None = None)
     all_class_file = Path(all_class_file)
     if not all_class_file.exists():
         raise SplitError(f"class list not found: {all_class_file}")
-    all_classes = sorted(_lines(all_class_file))
+    all_classes = sorted(read_class_list(all_class_file))
     if len(set(all_classes)) != len(all_classes):
         raise SplitError(f"{all_class_file}: duplicate class names")
     canon = _canonicaliser(all_classes, all_class_file)
@@ -149,6 +149,11 @@ def read_splits(split_dir: str | Path, all_class_file: str | Path | None = None)
     splits = Splits(all_classes, classes, videos, source=str(split_dir))
     splits.validate()
     return splits
+
+
+def read_class_list(path: str | Path) -> list[str]:
+    """The class names of a class list (``all_class.txt``): one a line, surrounding blanks and empty lines dropped."""
+    return _lines(Path(path))
 
 
 def _lines(path: Path) -> list[str]:

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socketserver
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -22,6 +25,61 @@ TINY_DEMO_CONFIG = {
     "extract": {"shards": 2, "workers": 0},
 }
 TINY_TRAINING = {"epochs": 2, "n_batches": 3, "batch_size": 16}
+
+
+# ------------------------------------------------------------------------------------------------ the fast tier
+# `pytest -m "not slow"` leaves out whatever runs Snakemake, a server or SLURM: such a test fails unless marked slow
+SLOW_PROGRAMS = ("snakemake", "slurmctld", "slurmd", "munged")
+
+
+def _slow_work(argv) -> str | None:
+    words = [os.path.basename(str(a)) for a in ([argv] if isinstance(argv, (str, bytes, os.PathLike)) else argv)]
+    return next((w for w in words[:3] if w in SLOW_PROGRAMS), None)
+
+
+@contextlib.contextmanager
+def _only_fast_work(item):
+    if item.get_closest_marker("slow"):
+        yield
+        return
+    popen_init, server_bind = subprocess.Popen.__init__, socketserver.TCPServer.server_bind
+
+    def popen(self, args, *a, **kw):
+        program = _slow_work(args)
+        if program:
+            pytest.fail(f"{item.nodeid} runs {program}: mark it @pytest.mark.slow", pytrace=False)
+        popen_init(self, args, *a, **kw)
+
+    def bind(self):
+        pytest.fail(f"{item.nodeid} starts a server on {self.server_address}: mark it @pytest.mark.slow",
+                    pytrace=False)
+
+    subprocess.Popen.__init__, socketserver.TCPServer.server_bind = popen, bind
+    try:
+        yield
+    finally:
+        subprocess.Popen.__init__, socketserver.TCPServer.server_bind = popen_init, server_bind
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items):
+    """The tests on the generated miniature dataset (:func:`tiny_dataset`: clips generated, extracted and embedded,
+    tens of seconds) are slow too."""
+    for item in items:
+        if "tiny_dataset" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    with _only_fast_work(item):
+        return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item):
+    with _only_fast_work(item):
+        return (yield)
 
 
 @pytest.fixture(autouse=True)
@@ -54,7 +112,7 @@ def shared_splits() -> Path:
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> dict:
     """Generated clips (3 visuals x 3 sounds, 6 clips each), extracted, split and embedded: a real miniature of the
-    demo pipeline, built once per test session."""
+    demo pipeline, built once per test session (its tests are slow: pytest_collection_modifyitems)."""
     from extractors.extract import ExtractOptions, extract_shard
     from extractors.sources.demo import DemoSpec, generate, read_factors
     from extractors.sources.manifest import read_class_names, read_manifest

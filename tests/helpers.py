@@ -45,15 +45,6 @@ def first_and_last_loss(model, batch_at, steps: int, lr: float) -> tuple[float, 
     return losses[0], losses[-1]
 
 
-def assert_evaluation_ignores_text(model, batch: Batch, mode: str = "video") -> None:
-    """Embedding a video must not depend on its class text (shuffled text, same embedding)."""
-    expected = model.embed_videos(batch.without_text())[mode]
-    shuffled = Batch(audio=batch.audio, video=batch.video, label=batch.label, text=batch.text.flip(0),
-                     audio_seq=batch.audio_seq, audio_pad=batch.audio_pad, video_seq=batch.video_seq,
-                     video_pad=batch.video_pad)
-    torch.testing.assert_close(model.embed_videos(shuffled)[mode], expected)
-
-
 def train_interrupted_then_resumed(monkeypatch, cfg, run_dir, interrupt_at: int = 2) -> dict:
     """Stage 1 killed during its ``interrupt_at``-th evaluation, then run again in the same directory."""
     real, calls = engine.evaluate_split, {"n": 0}

@@ -10,6 +10,7 @@ def test_welch_t_by_hand():
     # means 2 and 1, variances 1 and 1, n = 3 each: t = 1 / sqrt(1/3 + 1/3)
     assert welch_t([1.0, 2.0, 3.0], [0.0, 1.0, 2.0]) == pytest.approx(1 / (2 / 3) ** 0.5)
     assert welch_t([1.0, 1.0], [1.0, 1.0]) == 0.0
+    assert welch_t([1.0], [2.0, 3.0]) == pytest.approx(-1.5 / (0.5 / 2) ** 0.5)  # one seed: the other's spread alone
 
 
 def test_summary_marks_only_differences_beyond_the_seed_noise():
@@ -40,6 +41,7 @@ def test_the_workflow_offers_exactly_the_script_variants():
     assert ev["items"]["enum"] == list(VARIANTS) and ev["default"] == list(VARIANTS)
 
 
+@pytest.mark.slow
 def test_per_job_runs_make_the_same_table_as_one_invocation(tmp_path, capsys):
     """What the Snakemake target does (the avzsl evidence commands: a benchmark, one job per variant and seed, then
     the table) equals one run of the script."""

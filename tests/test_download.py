@@ -21,8 +21,10 @@ from extractors.sources.download import (
     DownloadOptions,
     DownloadRow,
     coverage,
+    coverage_statement,
     download,
     merge_shards,
+    read_coverage,
     read_download_list,
     read_unavailable,
     write_coverage,
@@ -137,6 +139,7 @@ def test_error_classification():
         assert not classify(DownloadError(msg)).permanent, msg
 
 
+@pytest.mark.slow
 def test_404_unavailable_at_once_and_ok_clip_cut(tmp_path, server):
     server["serve"]("good", 0)
     server["serve"]("secret", 0, plan=(403,))
@@ -153,6 +156,7 @@ def test_404_unavailable_at_once_and_ok_clip_cut(tmp_path, server):
     assert counts["available"] == 1 and counts["unavailable"] == 2
 
 
+@pytest.mark.slow
 def test_two_503_then_200_with_backoff(tmp_path, server):
     server["serve"]("flaky", 1, plan=(503, 503, "ok"))
     opts, sleeps = _opts(server)
@@ -161,6 +165,7 @@ def test_two_503_then_200_with_backoff(tmp_path, server):
     assert sleeps == [0.5, 1.0]  # exponential back-off between the three attempts
 
 
+@pytest.mark.slow
 def test_503_forever_recorded_transient_and_retried_on_rerun(tmp_path, server):
     server["serve"]("down", 1, plan=(503,))
     opts, sleeps = _opts(server)
@@ -171,6 +176,7 @@ def test_503_forever_recorded_transient_and_retried_on_rerun(tmp_path, server):
     assert [r.video_id for r in manifest] == ["v"] and not bad
 
 
+@pytest.mark.slow
 def test_timeout_is_retried(tmp_path, server):
     server["serve"]("slow", 1, plan=("slow", "ok"))
     opts, sleeps = _opts(server, timeout=0.5)
@@ -178,6 +184,7 @@ def test_timeout_is_retried(tmp_path, server):
     assert [r.video_id for r in manifest] == ["v"] and not bad and sleeps == [0.5]
 
 
+@pytest.mark.slow
 def test_truncated_file_caught_by_decode_check(tmp_path, server):
     server["serve"]("cut", 2, plan=("trunc",))
     server["serve"]("heal", 2, plan=("trunc", "ok"))
@@ -191,6 +198,7 @@ def test_truncated_file_caught_by_decode_check(tmp_path, server):
     assert not list((tmp_path / "ds" / "videos" / ".partial").glob("*"))  # no leftovers
 
 
+@pytest.mark.slow
 def test_rerun_downloads_nothing(tmp_path, server):
     server["serve"]("a", 0)
     opts, _ = _opts(server)
@@ -206,6 +214,7 @@ def test_rerun_downloads_nothing(tmp_path, server):
     assert server["hits"][hits:] == ["nope.mp4"]
 
 
+@pytest.mark.slow
 def test_shards_merge_and_coverage(tmp_path, server):
     for name in ("a", "b", "c"):
         server["serve"](name, 0)
@@ -252,8 +261,12 @@ def test_shards_merge_and_coverage(tmp_path, server):
     md = (ds / "coverage.md").read_text()
     assert "## All listed videos, per class: 3 / 4 (75.0 %)" in md and "| dog | 1 | 2 | 50.0 % |" in md
     assert (ds / "coverage.tsv").read_text().splitlines()[1] == "all\tcat\t1\t1\t1.0000"
+    assert read_coverage(ds / "coverage.tsv") == cov
+    assert coverage_statement(cov) == ("3 / 4 listed videos available (75.0 %); stage_2_test_seen 0 / 2 (0.0 %); "
+                                       "stage_2_test_unseen 0 / 1 (0.0 %)")
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("ffmpeg") is None, reason="yt-dlp's download_ranges needs the ffmpeg program")
 def test_ytdlp_sections_with_ffmpeg(tmp_path, server):
     server["serve"]("s", 1)
@@ -264,6 +277,7 @@ def test_ytdlp_sections_with_ffmpeg(tmp_path, server):
     assert 1.5 < d < 3.0, d
 
 
+@pytest.mark.slow
 def test_cli_download(tmp_path, server):
     server["serve"]("a", 0)
     write_download_list(tmp_path / "l.csv", [DownloadRow("a", "dog", youtube_id="a", start=0, end=2)])
@@ -300,6 +314,7 @@ def rar_fixtures(tmp_path_factory):
     return out / "rarfile-4.5" / "test" / "files"
 
 
+@pytest.mark.slow
 def test_real_rar_archives(rar_fixtures, tmp_path):
     from extractors.sources.ucf_archive import extract_archive
 
@@ -364,6 +379,7 @@ def test_ucf_shaped_archive(tmp_path, fmt):
 
 
 # ------------------------------------------------------------------------------------------ the workflow
+@pytest.mark.slow
 def test_download_rules_in_the_dag(tmp_path, server):
     """Two download shards and the merge through Snakemake: a 404 is recorded, the DAG does not fail."""
     import yaml
@@ -395,6 +411,7 @@ def test_download_rules_in_the_dag(tmp_path, server):
     assert len(list((wd / "resources/web/videos").glob("*.mp4"))) == 4
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(shutil.which("bsdtar") is None, reason="bsdtar is needed (Debian: libarchive-tools)")
 def test_ucf_archive_rule_in_the_dag(tmp_path):
     import yaml

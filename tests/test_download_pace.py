@@ -64,6 +64,7 @@ def _download(tmp_path, pattern, **kw):
     return took, read_manifest(out / "manifest.csv"), {o.video_id: o for o in read_unavailable(out / "unavailable.tsv")}
 
 
+@pytest.mark.slow
 def test_a_trickling_video_server_is_stopped_by_the_minimum_rate(tmp_path, trickle):
     took, rows, failed = _download(tmp_path, trickle, min_rate=50_000, rate_window=1.0, deadline=None)
     assert not rows and "under the minimum rate of 50000" in failed["v1"].reason
@@ -72,6 +73,7 @@ def test_a_trickling_video_server_is_stopped_by_the_minimum_rate(tmp_path, trick
     print(f"trickle (~5 kB/s, min rate 50 kB/s over 1 s) stopped after {took:.2f} s")
 
 
+@pytest.mark.slow
 def test_a_slow_video_download_is_stopped_by_the_deadline(tmp_path, trickle):
     took, rows, failed = _download(tmp_path, trickle, min_rate=0, deadline=1.5)
     assert not rows and "took more than 1.5 s (the deadline)" in failed["v1"].reason

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import re
 
 import tomllib
@@ -74,6 +75,10 @@ def test_the_conda_packages_have_versions():
     assert SpecifierSet(_project()["requires-python"]).contains(python.split("=")[1])
 
 
-def test_ci_installs_with_the_lock():
-    ci = (REPO / ".ci" / "run").read_text()
-    assert "PIP_CONSTRAINT=" in ci and "envs/requirements.lock" in ci
+def test_the_environment_under_test_has_the_lock_s_versions():
+    """CI installs with the lock as constraints (by hand: ``pip install -e '.[test]' -c envs/requirements.lock``): every
+    installed package the lock pins is at its pinned version."""
+    pins = _lock()
+    installed = {canonicalize_name(d.metadata["Name"]): Version(d.version) for d in importlib.metadata.distributions()}
+    assert {n: str(v) for n, v in installed.items() if n in pins and pins[n] != v} == {}, \
+        f"packages not at {LOCK.name}'s versions: install with -c {LOCK.relative_to(REPO)}"

@@ -41,6 +41,7 @@ def workdir(tmp_path):
     return tmp_path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, expected, weights", [
     ("ucf_main", UCF, 1), ("ucf_cls", UCF, 3),
     ("activitynet_main", DOWNLOADED, 1), ("activitynet_cls", DOWNLOADED, 3),
@@ -79,6 +80,7 @@ def test_each_benchmark_config_extracts_in_the_reference_mode(name):
             assert resolved["mode"] == "reference", f"{name}: feature_sets.{fs}.{m} ({entry['backbone']})"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", ["UCF", "ActivityNet", "VGGSound"])
 def test_each_released_config_plans_the_import(workdir, shared_splits, dataset):
     name = {"UCF": "ucf", "ActivityNet": "activitynet", "VGGSound": "vggsound"}[dataset]
@@ -104,6 +106,7 @@ def _ucf_config(workdir: Path, splits: dict) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_a_leakage_free_split_is_planned_for_a_named_backbone(workdir):
     voc = workdir / "sports1m.txt"
     voc.write_text("archery\nbowling\n")
@@ -126,6 +129,7 @@ def test_a_leakage_free_split_is_planned_for_a_named_backbone(workdir):
     ({"mode": "official", "official": {"variant": "zsl"}}, "datasets.ucf.splits.official.variant"),
     ({"mode": "official", "official": {"source": "no/such/folder"}}, "datasets.ucf.splits.official.source"),
 ])
+@pytest.mark.slow
 def test_bad_split_settings_name_the_key(workdir, splits, message):
     r = dry_run(workdir, "--configfile", str(_ucf_config(workdir, splits)))
     assert r.returncode != 0 and message in r.stdout + r.stderr, (r.stdout + r.stderr)[-2000:]
@@ -171,6 +175,7 @@ def test_leakage_free_split_command_writes_the_split_and_its_report(tmp_path):
     assert r.stderr.strip().splitlines()[-1].startswith("leakage-free split for backbone kinetics400: cannot draw 3")
 
 
+@pytest.mark.slow
 def test_official_split_command_and_its_download_list(tmp_path, shared_splits):
     """The official VGGSound cls split from a local copy (digests checked), canonical, with its download list."""
     out = tmp_path / "results" / "splits" / "vgg" / "cls"
@@ -193,6 +198,7 @@ def test_official_split_command_and_its_download_list(tmp_path, shared_splits):
     assert all(r.end - r.start == 10 for r in rows[:50]) and (tmp_path / "problems.txt").read_text() == ""
 
 
+@pytest.mark.slow
 def test_official_split_rules_run_offline(workdir, shared_splits):
     """fetch_official_splits and official_download_list through Snakemake, from a local copy of the official files:
     UCF's main split equals the shared copy; VGGSound's cls split gives its download list."""
@@ -226,6 +232,7 @@ def test_official_split_rules_run_offline(workdir, shared_splits):
     assert {r.video_id for r in rows} == {v for vs in vgg.videos.values() for v, _ in vs}
 
 
+@pytest.mark.slow
 def test_leakage_free_split_rule_runs_and_refuses_a_leaky_config(workdir):
     """Rule leakage_free_splits on a local folder: the split and its report; a vocabulary covering too many classes
     stops the job with one message."""

@@ -223,6 +223,7 @@ def test_missing_modality_keep_marks_and_training_leaves_it_out(bad_media, tmp_p
         ExtractOptions(missing_modality="zero")
 
 
+@pytest.mark.slow
 def test_kill_9_during_extraction_resumes_without_recomputing(tmp_path):
     d = tmp_path / "clips"
     d.mkdir()
@@ -255,6 +256,7 @@ def test_kill_9_during_extraction_resumes_without_recomputing(tmp_path):
           "already done")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backbone,params", [("handcrafted", {}), ("handcrafted", {"hop_seconds": 0.25}),
                                              ("tiny_av", {})])
 def test_real_clip_bigbuckbunny(bbb, tmp_path, backbone, params):

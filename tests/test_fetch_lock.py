@@ -75,6 +75,7 @@ def machine(tmp_path, monkeypatch):
     return clean
 
 
+@pytest.mark.slow
 def test_first_fetch_locks_then_another_machine_refuses_a_different_body_until_relocked(server, machine):
     srv, base = server
     url = f"{base}/m.dat"
@@ -103,6 +104,7 @@ def test_first_fetch_locks_then_another_machine_refuses_a_different_body_until_r
     assert out.read_bytes() == NEW and _files(second / "avzsl.lock.json")[url]["sha256"] == _sha(NEW)
 
 
+@pytest.mark.slow
 def test_lock_update_all_unknown_url_and_the_lock_option(server, machine, capsys):
     srv, base = server
     srv.files["/n.dat"] = NEW
@@ -120,6 +122,7 @@ def test_lock_update_all_unknown_url_and_the_lock_option(server, machine, capsys
     assert _files(elsewhere) == {}
 
 
+@pytest.mark.slow
 def test_pinned_sha256_wins_over_a_stale_lock_entry(server, machine):
     srv, base = server
     url = f"{base}/m.dat"
@@ -141,6 +144,7 @@ def test_local_files_are_not_locked(machine):
     assert not (folder / "avzsl.lock.json").exists()
 
 
+@pytest.mark.slow
 def test_parallel_fetches_all_land_in_the_lock(server, tmp_path):
     srv, base = server
     names = [f"/f{i}.dat" for i in range(8)]
@@ -170,6 +174,7 @@ def test_parallel_fetches_all_land_in_the_lock(server, tmp_path):
     assert all(files[f"{base}{n}"]["size"] == 1000 + i for i, n in enumerate(names))
 
 
+@pytest.mark.slow
 def test_vocabularies_and_annotations_are_locked(server):
     srv, base = server
     srv.files["/voc.txt"] = b"abseiling\nair drumming\n"

@@ -50,6 +50,7 @@ def _fixed_rerun(srv, url: str, out: Path, body: bytes, *extra: str) -> None:
     assert not list(out.parent.glob("*.partial*"))
 
 
+@pytest.mark.slow
 def test_fetch_html_page_for_a_checkpoint_is_refused(server, tmp_path):
     srv, base = server
     out = tmp_path / "w.pth"
@@ -60,6 +61,7 @@ def test_fetch_html_page_for_a_checkpoint_is_refused(server, tmp_path):
     _fixed_rerun(srv, f"{base}/w.pth", out, CKPT)
 
 
+@pytest.mark.slow
 def test_fetch_html_body_without_html_type_fails_the_format_check(server, tmp_path):
     srv, base = server
     srv.files["/x.pth"] = b"<!DOCTYPE html><html>an error page served as octet-stream</html>"
@@ -69,6 +71,7 @@ def test_fetch_html_body_without_html_type_fails_the_format_check(server, tmp_pa
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_fetch_body_shorter_than_content_length_is_resumed(server, tmp_path):
     srv, base = server
     out = tmp_path / "w.pth"
@@ -81,6 +84,7 @@ def test_fetch_body_shorter_than_content_length_is_resumed(server, tmp_path):
     assert srv.log[-1][2:] == (f"bytes={len(CKPT) // 2}-", ETAG)
 
 
+@pytest.mark.slow
 def test_fetch_resume_answered_416_accepts_no_garbage(server, tmp_path):
     srv, base = server
     out = tmp_path / "w.pth"
@@ -104,6 +108,7 @@ def test_fetch_resume_answered_416_accepts_no_garbage(server, tmp_path):
     _fixed_rerun(srv, f"{base}/w.pth", out, CKPT)
 
 
+@pytest.mark.slow
 def test_fetch_206_starting_at_zero_restarts(server, tmp_path):
     srv, base = server
     out = tmp_path / "w.pth"
@@ -115,6 +120,7 @@ def test_fetch_206_starting_at_zero_restarts(server, tmp_path):
     assert [e[2] for e in srv.log] == ["bytes=3000-", None]
 
 
+@pytest.mark.slow
 def test_fetch_stale_partial_of_another_url_is_discarded(server, tmp_path):
     srv, base = server
     out = tmp_path / "w.pth"
@@ -130,6 +136,7 @@ def test_fetch_stale_partial_of_another_url_is_discarded(server, tmp_path):
     assert srv.log[-1][2] is None
 
 
+@pytest.mark.slow
 def test_fetch_trickling_server_is_stopped_by_the_minimum_rate(server, tmp_path):
     srv, base = server
     out = tmp_path / "w.pth"
@@ -145,6 +152,7 @@ def test_fetch_trickling_server_is_stopped_by_the_minimum_rate(server, tmp_path)
     assert srv.log[-1][2] is not None  # the trickled bytes were kept and resumed
 
 
+@pytest.mark.slow
 def test_fetch_trickle_stopped_by_the_deadline_and_a_stall_by_the_timeout(server, tmp_path):
     srv, base = server
     out = tmp_path / "w.pth"
@@ -166,6 +174,7 @@ def test_fetch_trickle_stopped_by_the_deadline_and_a_stall_by_the_timeout(server
     _fixed_rerun(srv, f"{base}/w.pth", out, CKPT)
 
 
+@pytest.mark.slow
 def test_fetch_retry_after_is_honoured_and_capped(server, tmp_path):
     srv, base = server
     out = tmp_path / "w.pth"
@@ -190,6 +199,7 @@ def test_retry_after_as_seconds_or_date():
     assert retry_after_seconds(date, now=1_000_000) == pytest.approx(30)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["UCF101.zip", "a.tar.gz", "UCF101.rar"])
 def test_fetch_archive_cut_halfway_is_refused_then_fetched_again(server, tmp_path, name):
     if name.endswith(".rar") and not shutil.which("bsdtar"):
@@ -203,6 +213,7 @@ def test_fetch_archive_cut_halfway_is_refused_then_fetched_again(server, tmp_pat
     _fixed_rerun(srv, f"{base}/{name}", out, FILES[f"/{name}"])
 
 
+@pytest.mark.slow
 def test_http_get_retries_a_short_body_and_refuses_html(server):
     srv, base = server
     srv.files["/ids.txt"] = b"a\nb\nc\n" * 100
@@ -223,6 +234,7 @@ def test_http_get_retries_a_short_body_and_refuses_html(server):
     assert http_get(f"{base}/ids.txt") == srv.files["/ids.txt"]
 
 
+@pytest.mark.slow
 def test_official_split_shorter_than_announced_is_retried_then_one_line(server, shared_splits, tmp_path,
                                                                          monkeypatch):
     monkeypatch.setattr("avzsl.fetching.time.sleep", lambda s: None)
@@ -260,6 +272,7 @@ def test_format_checks_per_kind(tmp_path):
             check(name, data)
 
 
+@pytest.mark.slow
 def test_fetch_checks_a_checkpoint_against_the_keys_its_backbone_loads(server, tmp_path):
     """A loadable checkpoint of another network is refused at fetch with the keys that do not fit, not at
     extraction; the right layout passes (bench/official_layouts.py fabricates it)."""

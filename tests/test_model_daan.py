@@ -317,14 +317,6 @@ def test_ablation_variants_are_registered_like_table_ii():
     assert rows["DAAN"].csgm == "full" and rows["DAAN"].family == "Audio-visual"
 
 
-def test_evaluation_never_sees_text():
-    batch, _ = _with_negatives()
-    model = _model("daan").eval()
-    out = model.embed_videos(batch.without_text())["video"]
-    shuffled = Batch(**{**batch.__dict__, "text": batch.text.flip(0), "neg": None})
-    torch.testing.assert_close(model.embed_videos(shuffled)["video"], out)
-
-
 def test_ghost_refuses_unsupported_modules():
     with pytest.raises(TypeError, match="not supported"):
         GhostGrads({"x": [torch.nn.Conv1d(2, 2, 2)]})

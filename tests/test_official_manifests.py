@@ -59,6 +59,7 @@ def test_official_splits_equal_the_shared_copies(fetched, shared_splits, dataset
     assert [(len(mine.classes[s]), len(mine.videos[s])) for s in STAGES] == COUNTS[(dataset, variant)]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_download_list_of_the_official_splits(fetched, dataset, tmp_path):
     items, problems = download_list(fetched, dataset)
@@ -255,6 +256,7 @@ def test_malformed_ids_are_refused():
         official.parse_vggsound_id("noseconds")
 
 
+@pytest.mark.slow
 def test_activitynet_annotations_are_pinned_by_commit_and_content(tmp_path):
     import functools
     import http.server

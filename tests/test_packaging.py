@@ -5,32 +5,11 @@ import subprocess
 import sys
 
 import tomllib
-import yaml
 from conftest import REPO
 
 
 def _name(req: str) -> str:
     return re.split(r"[<>=!~\[; ]", req.strip(), maxsplit=1)[0].lower().replace("_", "-")
-
-
-def test_conda_env_lists_the_same_packages_as_pyproject():
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
-    extras = project["optional-dependencies"]
-    expected = project["dependencies"] + extras["decord"] + extras["text"]
-    env = yaml.safe_load((REPO / "envs" / "avzsl.yaml").read_text())
-    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
-    # the same packages; their versions are pinned to envs/requirements.lock's (tests/test_environment_pins.py)
-    assert sorted(_name(r) for r in pip) == sorted(_name(r) for r in expected), \
-        "envs/avzsl.yaml and pyproject.toml disagree"
-
-
-def test_every_rule_names_the_environment_and_a_log():
-    for smk in (REPO / "workflow" / "rules").glob("*.smk"):
-        text = smk.read_text()
-        for rule in re.findall(r"^rule (\w+):(.*?)(?=^rule |\Z)", text, re.M | re.S):
-            name, body = rule
-            assert "log:" in body, f"rule {name} has no log"
-            assert "conda:" in body, f"rule {name} names no environment"
 
 
 def test_console_entry_point_runs_every_stage():

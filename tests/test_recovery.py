@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from conftest import REPO
 
 from avzsl import common
@@ -131,6 +132,7 @@ def test_local_folder_contents_digest(tmp_path):
     assert contents_digest(tmp_path / "absent") == "missing"
 
 
+@pytest.mark.slow
 def test_removing_a_file_from_a_local_folder_reruns_the_scan(tmp_path):
     """Snakemake watches only the folder's path: without the digest parameter the removal went unnoticed."""
     from test_workflow import planned_jobs

@@ -35,7 +35,9 @@ CLIPS = sorted(p for p in (FIXTURES / "clips").glob("*") if p.suffix in (".avi",
 OPTS = dict(workers=0, progress=False, batch_windows=4, videos_per_load=1, device="cpu")
 C3D_VARIANTS = {"negative": True, "plain": False}  # the UCF/VGGSound scripts' colour wrap, ActivityNet's none
 
-pytestmark = pytest.mark.skipif(not MANIFEST or not CLIPS, reason="reference fixtures not generated")
+# full-size networks on real clips: tens of seconds per clip on a CPU
+pytestmark = [pytest.mark.slow,
+              pytest.mark.skipif(not MANIFEST or not CLIPS, reason="reference fixtures not generated")]
 
 
 def tolerance(ref: np.ndarray) -> float:

@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 from test_workflow import TINY, snakemake, workdir_with
 
-from training import plots
 from training import run_dir as rd
+from training.report import figures
+from training.report.files import write_report_files
+from training.report.tables import write_summary
 
 SMALL = {**json.loads(json.dumps(TINY)), "models": ["avca", "ale"], "seeds": [1]}
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -33,6 +35,7 @@ def report_run(tmp_path_factory):
     return wd
 
 
+@pytest.mark.slow
 def test_the_demo_run_writes_every_figure_and_page(report_run):
     out = report_run / "results" / "report"
     runs = [f"demo/handcrafted/{m}/seed1.svg" for m in ("ale", "avca")]
@@ -45,9 +48,10 @@ def test_the_demo_run_writes_every_figure_and_page(report_run):
     runs_page = (out / "runs" / "demo.handcrafted.html").read_text()
     assert "Resolved run configuration" in runs_page and "stage 1 <code>config.yaml</code>" in runs_page
     curves = (out / "curves" / "demo/handcrafted/avca/seed1.svg").read_text()
-    assert curves.startswith("<svg") and "selected epoch" in curves and plots.METRIC_COLOURS["HM"] in curves
+    assert curves.startswith("<svg") and "selected epoch" in curves and figures.METRIC_COLOURS["HM"] in curves
 
 
+@pytest.mark.slow
 def test_the_report_is_self_contained(report_run):
     text = (report_run / "report.html").read_text()
     assert len(text) > 500_000  # the app, its libraries and every result inline
@@ -93,6 +97,7 @@ def _pixels(img: np.ndarray, hex_colour: str, tol: int = 12) -> int:
     return int((np.abs(img - rgb).max(axis=2) <= tol).sum())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(chromium() is None, reason="chromium is not installed (.ci/run installs the Debian package)")
 def test_the_report_opens_in_headless_chromium_with_the_table_and_a_plot(report_run, tmp_path):
     report = report_run / "report.html"
@@ -105,9 +110,9 @@ def test_the_report_opens_in_headless_chromium_with_the_table_and_a_plot(report_
     # the table: its header cells' fill, on a page that is not the landing page
     assert _pixels(table, "#dbe7f5", tol=4) > 2000 and _pixels(home, "#dbe7f5", tol=4) < 100
     # the plot: the HM, S, U and ZSL colours of the validation curves (at least their legend's line)
-    for colour in plots.METRIC_COLOURS.values():
+    for colour in figures.METRIC_COLOURS.values():
         assert _pixels(plot, colour) >= 30, colour
-    assert _pixels(table, plots.METRIC_COLOURS["S"]) < 30 <= _pixels(plot, plots.METRIC_COLOURS["S"])
+    assert _pixels(table, figures.METRIC_COLOURS["S"]) < 30 <= _pixels(plot, figures.METRIC_COLOURS["S"])
 
 
 def test_the_figures_from_predictions_without_a_joint_space(tmp_path):
@@ -117,9 +122,50 @@ def test_the_figures_from_predictions_without_a_joint_space(tmp_path):
     rd.write_predictions(tmp_path / "p.npz", pred)
     back = rd.read_predictions(tmp_path / "p.npz")
     assert back["beta"] == pytest.approx(0.4) and list(back["class_names"]) == ["a", "b", "c", "d"]
-    svg = plots.confusion_svg(back, "t")
+    svg = figures.confusion_svg(back, "t")
     assert svg.startswith("<svg") and "1. c" in svg and "2. d" in svg and ">seen<" in svg
-    assert plots.map_svg(back, "t") is None
+    assert figures.map_svg(back, "t") is None
     with_space = {**pred, "video_embedding": np.random.default_rng(0).normal(size=(6, 4)),
                   "class_embedding": np.eye(4), "class_embedding_ids": [0, 1, 2, 3]}
-    assert "<circle" in plots.map_svg(with_space, "t")
+    assert "<circle" in figures.map_svg(with_space, "t")
+
+
+def _test_json(run: Path, model: str, seed: int, hm: float) -> Path:
+    run.mkdir(parents=True)
+    r = {"dataset": "demo", "feature_set": "handcrafted", "family": "Audio-visual", "model": model,
+         "display_name": model.upper(), "seed": seed, "S": hm + 1, "U": hm - 1, "HM": hm, "ZSL": hm + 2, "beta": 0.4,
+         "best_epoch": 3, "code_version": "git:abc", "config": {"model": model}}
+    (run / "test.json").write_text(json.dumps(r))
+    return run / "test.json"
+
+
+def test_the_pages_show_the_records_the_tables_were_made_from(tmp_path):
+    """The table page holds the markdown table's numbers (from the csv, never from the markdown); the data page
+    the coverage per split and the failed media; the runs page every run's configuration."""
+    tests = [_test_json(tmp_path / "runs" / f"avca{s}", "avca", s, hm) for s, hm in ((1, 40.0), (2, 44.0))]
+    write_summary(tests, tmp_path / "summary.csv", tmp_path / "summary.md", "Demo results", ["avca"])
+    (tmp_path / "summary.md").unlink()
+    (tmp_path / "coverage.tsv").write_text("split\tlabel\tavailable\tlisted\tfraction\n"
+                                           "all\tdog\t1\t2\t0.5000\nall\tcat\t2\t2\t1.0000\n"
+                                           "stage_2_test_unseen\tcat\t2\t2\t1.0000\n")
+    (tmp_path / "failed_media.tsv").write_text("video_id\treason\nclip7\tno audio stream\n")
+    data = [{"dataset": "demo", "feature_set": "handcrafted", "failed_media": str(tmp_path / "failed_media.tsv"),
+             "coverage": str(tmp_path / "coverage.tsv")}]
+    tables = {"summary": {"csv": str(tmp_path / "summary.csv"), "title": "Demo results", "models": ["avca"],
+                          "layout": "by_type"}}
+    counts = write_report_files(tests, tables, tmp_path / "report", data)
+    assert counts == {"tables": 1, "curves": 0, "confusion": 0, "maps": 0, "data": 1, "runs": 1}
+    table = (tmp_path / "report" / "tables" / "summary.html").read_text()
+    assert "<h1>Demo results</h1>" in table and "<th>demo · handcrafted S</th>" in table
+    assert "<td>Audio-visual</td><td>AVCA</td><td>43.00 ± 2.83</td>" in table  # S of seeds 1 and 2: 41, 45
+    assert "<h2>Per seed</h2>" in table and "<td>44.00</td>" in table
+    assert "<li>demo: 3 / 4 listed videos available (75.0 %); stage_2_test_unseen 2 / 2 (100.0 %)</li>" in table
+    assert "<code>test.json</code>" in table
+    assert "|" not in table
+    page = (tmp_path / "report" / "data" / "demo.handcrafted.html").read_text()
+    assert "All listed videos, per class: 3 / 4 (75.0 %)" in page
+    assert "Split <code>stage_2_test_unseen</code>: 2 / 2 (100.0 %)" in page
+    assert "<td>dog</td><td>1</td><td>2</td><td>50.0 %</td>" in page
+    assert "<td>clip7</td><td>no audio stream</td>" in page
+    runs = (tmp_path / "report" / "runs" / "demo.handcrafted.html").read_text()
+    assert runs.count("Resolved run configuration") == 2 and "model: avca" in runs

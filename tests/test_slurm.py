@@ -133,17 +133,3 @@ def test_demo_dag_runs_through_the_slurm_executor(slurm, tmp_path):
     assert by_id[job][3] == "600"  # sacct --completion: the job's time limit in minutes
     cpu_job = next(j for j in submitted if queue[j][3].startswith("rule_merge_features"))
     assert "gpu" not in slurm.run("scontrol", "show", "job", "-o", cpu_job)
-
-
-def test_every_rules_memory_grows_with_the_attempt():
-    """profiles/slurm retries failed jobs; each retry asks for more memory (mem_by_attempt in common.smk)."""
-    declared = [(f.name, line.strip()) for f in sorted((REPO / "workflow" / "rules").glob("*.smk"))
-                for line in f.read_text().splitlines() if line.strip().startswith("mem_mb=")]
-    assert len(declared) >= 10
-    assert [d for d in declared if not d[1].startswith("mem_mb=mem_by_attempt(")] == []
-    namespace = {}
-    source = (REPO / "workflow" / "rules" / "common.smk").read_text()
-    start = source.index("def mem_by_attempt")
-    exec(source[start:source.index("\n\n\n", start)], namespace)
-    mem = namespace["mem_by_attempt"](3000)
-    assert [mem({}, attempt) for attempt in (1, 2, 3)] == [3000, 6000, 9000]

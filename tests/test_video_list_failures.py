@@ -87,6 +87,7 @@ def _state(ds):
     return manifest, bad
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("ctype", ["text/html", "video/mp4"])
 def test_html_page_is_transient_then_permanent_after_n_runs(tmp_path, server, clip, ctype):
     """text/html: yt-dlp's generic extractor finds no media ("Unsupported URL"); video/mp4 with an HTML body: the
@@ -119,6 +120,7 @@ def test_html_page_is_transient_then_permanent_after_n_runs(tmp_path, server, cl
     assert not list((ds / "videos").glob("p.*.json"))
 
 
+@pytest.mark.slow
 def test_html_page_fixed_before_n_runs_is_fetched(tmp_path, server, clip):
     server["files"]["page.mp4"] = ("video/mp4", HTML)
     rows = [DownloadRow("p", "dog", youtube_id="page", start=0.5, end=1.5)]
@@ -135,6 +137,7 @@ def test_html_page_fixed_before_n_runs_is_fetched(tmp_path, server, clip):
     assert not (ds / "videos" / "p.failures.json").exists()
 
 
+@pytest.mark.slow
 def test_300_character_id_fails_alone(tmp_path, server, clip):
     server["files"]["ok.mp4"] = ("video/mp4", clip)
     long_id = "x" * 300
@@ -153,6 +156,7 @@ def test_300_character_id_fails_alone(tmp_path, server, clip):
     assert sorted(manifest) == sorted(["o", "x" * 150]) and not bad
 
 
+@pytest.mark.slow
 def test_bad_option_is_one_line(tmp_path, server):
     r, _ = _download(tmp_path, server, [DownloadRow("o", "cat", youtube_id="ok")], permanent_after_run=2)
     lines = [x for x in r.stderr.splitlines() if x.strip() and not LOG_LINE.match(x)]
@@ -160,6 +164,7 @@ def test_bad_option_is_one_line(tmp_path, server):
     assert lines[0].startswith("avzsl download: error: unknown download option(s) ['permanent_after_run']")
 
 
+@pytest.mark.slow
 def test_a_link_in_videos_is_never_listed(tmp_path, server, clip):
     server["files"]["ok.mp4"] = ("video/mp4", clip)
     videos = tmp_path / "ds" / "videos"

@@ -80,6 +80,7 @@ def server():
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
 
 
+@pytest.mark.slow
 def test_download_checks_the_digest_and_records_it(server, tmp_path):
     _, base = server
     out = tmp_path / "w" / "w.pth"
@@ -90,6 +91,7 @@ def test_download_checks_the_digest_and_records_it(server, tmp_path):
     assert not list(out.parent.glob("*.partial"))
 
 
+@pytest.mark.slow
 def test_a_wrong_digest_discards_the_download_and_names_the_key(server, tmp_path):
     _, base = server
     out = tmp_path / "w.pth"
@@ -98,6 +100,7 @@ def test_a_wrong_digest_discards_the_download_and_names_the_key(server, tmp_path
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow
 def test_an_unavailable_file_is_an_error_that_says_why(server, tmp_path):
     _, base = server
     with pytest.raises(WeightsError, match=r"cannot download .*/missing\.pth: HTTP 404"):
@@ -108,6 +111,7 @@ def test_an_unavailable_file_is_an_error_that_says_why(server, tmp_path):
         fetch(str(tmp_path / "nothing.pth"), tmp_path / "m.pth", where="x")
 
 
+@pytest.mark.slow
 def test_an_interrupted_download_resumes_with_a_range_request(server, tmp_path):
     srv, base = server
     out = tmp_path / "w.pth"
@@ -147,6 +151,7 @@ def test_every_file_parameter_given_by_url_is_fetched_and_passed_as_that_paramet
         check_local({"pca_url": "http://h/pca.npz"}, "x")
 
 
+@pytest.mark.slow
 def test_the_dag_fetches_each_url_once_before_extraction(tmp_path):
     cfg = json.loads(json.dumps(TINY))
     cfg["feature_sets"] = {"cls": CLS}

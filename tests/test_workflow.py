@@ -17,6 +17,8 @@ from conftest import REPO, TINY_DEMO_CONFIG, TINY_TRAINING
 
 from extractors.feature_store import FeatureStore
 
+pytestmark = pytest.mark.slow  # every test here runs Snakemake
+
 TINY = {
     **TINY_DEMO_CONFIG,
     "models": ["avca"],

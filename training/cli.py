@@ -55,20 +55,21 @@ def evaluate(a):
 
 
 def summary(a):
-    from extractors.sources.download import coverage_statement
-    from training.results import write_summary
+    from extractors.sources.download import coverage_statement, read_coverage
+    from training.report.tables import write_summary
 
     if len(a.coverage) != len(a.coverage_datasets):
         raise SystemExit(f"--coverage gives {len(a.coverage)} file(s) but --coverage-datasets names "
                          f"{len(a.coverage_datasets)} dataset(s); give one dataset per file")
-    coverage = {name: coverage_statement(path) for name, path in zip(a.coverage_datasets, a.coverage)}
+    coverage = {name: coverage_statement(read_coverage(path))
+                for name, path in zip(a.coverage_datasets, a.coverage)}
     rows = write_summary(a.results, a.csv, a.md, a.title, a.order.split(",") if a.order else None, not a.flat,
                          coverage)
     print(f"{len(rows)} result rows -> {a.csv}, {a.md}")
 
 
 def report_files(a):
-    from training.plots import write_report_files
+    from training.report.files import write_report_files
 
     data = [{"dataset": k.split("/")[0], "feature_set": k.split("/", 1)[-1], **v} for k, v in a.data.items()]
     counts = write_report_files(a.results, a.tables, a.out_dir, data, a.predictions)
@@ -131,11 +132,14 @@ def add_commands(sub: argparse._SubParsersAction) -> list[str]:
     p.add_argument("results", nargs="+")
     p.set_defaults(func=summary)
 
-    p = sub.add_parser("report-files", help="the figures and pages of snakemake --report (training/plots.py)")
+    p = sub.add_parser("report-files", help="the figures and pages of snakemake --report (training/report/)")
     p.add_argument("--out-dir", required=True, help="gets tables/, curves/, confusion/, maps/, data/, runs/")
-    p.add_argument("--tables", nargs="*", default=[], help="results tables (.md) to include")
+    p.add_argument("--tables", type=json_arg, default={},
+                   help='{"<table>": {"csv": path, "title": ..., "models": [...], "layout": "by_type" or "flat"}, ...}'
+                        " (JSON or file): the results tables to include, laid out as their markdown")
     p.add_argument("--data", type=json_arg, default={},
-                   help='{"<dataset>/<feature set>": {"failed_media": path, "coverage": path}, ...} (JSON or file)')
+                   help='{"<dataset>/<feature set>": {"failed_media": path, "coverage": path}, ...} (JSON or file; '
+                        "coverage: the dataset's coverage.tsv)")
     p.add_argument("--predictions", nargs="*", default=None,
                    help="the runs' test predictions (default: test_predictions.npz beside each test.json)")
     p.add_argument("results", nargs="*", help="test.json of every run")

@@ -641,44 +641,53 @@ def write_coverage(rows: Sequence[dict], tsv: str | Path, md: str | Path) -> Non
         for r in rows:
             w.writerow([r["split"], r["label"], r["available"], r["listed"], _frac(r)])
     lines = ["# Download coverage", "", "Available clips / listed clips.", ""]
-    for split in dict.fromkeys(r["split"] for r in rows):
-        part = [r for r in rows if r["split"] == split]
-        a, n = sum(r["available"] for r in part), sum(r["listed"] for r in part)
+    for split, a, n, part in coverage_by_split(rows):
         title = "All listed videos, per class" if split == "all" else f"Split `{split}`"
-        lines += [f"## {title}: {a} / {n} ({_pct(a, n)})", "", "| class | available | listed | % |",
+        lines += [f"## {title}: {a} / {n} ({percent(a, n)})", "", "| class | available | listed | % |",
                   "|---|---:|---:|---:|"]
-        lines += [f"| {r['label']} | {r['available']} | {r['listed']} | {_pct(r['available'], r['listed'])} |"
+        lines += [f"| {r['label']} | {r['available']} | {r['listed']} | {percent(r['available'], r['listed'])} |"
                   for r in part]
         lines.append("")
     with atomic_path(md, suffix=".md") as tmp:
         tmp.write_text("\n".join(lines))
 
 
+def read_coverage(tsv: str | Path) -> list[dict]:
+    """The rows of a coverage.tsv as :func:`coverage` made them: ``{split, label, available, listed}``."""
+    with open(tsv, newline="") as f:
+        return [{"split": r["split"], "label": r["label"], "available": int(r["available"]),
+                 "listed": int(r["listed"])} for r in csv.DictReader(f, delimiter="\t")]
+
+
+def coverage_by_split(rows: Sequence[dict]) -> list[tuple[str, int, int, list[dict]]]:
+    """``(split, available, listed, the split's rows)`` per split, in the order the rows first name them."""
+    out = []
+    for split in dict.fromkeys(r["split"] for r in rows):
+        part = [r for r in rows if r["split"] == split]
+        out.append((split, sum(r["available"] for r in part), sum(r["listed"] for r in part), part))
+    return out
+
+
 def _frac(r):
     return f"{r['available'] / r['listed']:.4f}" if r["listed"] else ""
 
 
-def _pct(a, n):
+def percent(a: int, n: int) -> str:
     return f"{100 * a / n:.1f} %" if n else "-"
 
 
-def coverage_statement(tsv: str | Path) -> str:
+def coverage_statement(rows: Sequence[dict]) -> str:
     """One sentence for a results table: how many of the listed (official) videos were available, in all and in
-    the test stages, from a coverage.tsv."""
-    totals: dict[str, list[int]] = {}
-    with open(tsv, newline="") as f:
-        for r in csv.DictReader(f, delimiter="\t"):
-            t = totals.setdefault(r["split"], [0, 0])
-            t[0] += int(r["available"])
-            t[1] += int(r["listed"])
+    the test stages, from a coverage.tsv's rows (:func:`read_coverage`)."""
+    totals = {split: (a, n) for split, a, n, _ in coverage_by_split(rows)}
     if not totals:
         return "no coverage rows"
     parts = []
     if "all" in totals:
         a, n = totals["all"]
-        parts.append(f"{a} / {n} listed videos available ({_pct(a, n)})")
+        parts.append(f"{a} / {n} listed videos available ({percent(a, n)})")
     for stage in ("stage_2_test_seen", "stage_2_test_unseen"):
         if stage in totals:
             a, n = totals[stage]
-            parts.append(f"{stage} {a} / {n} ({_pct(a, n)})")
+            parts.append(f"{stage} {a} / {n} ({percent(a, n)})")
     return "; ".join(parts)

@@ -19,7 +19,7 @@ from extractors.feature_sets import normalize_feature_set  # noqa: E402
 from extractors.sources.local import (  # noqa: E402
     contents_digest as local_contents_digest,
 )
-from extractors.splits import split_files  # noqa: E402
+from extractors.splits import read_class_list, split_files  # noqa: E402
 from extractors.text_encoders import (  # noqa: E402
     resolved_params,
     text_params,
@@ -256,7 +256,7 @@ def ucf_classes(wildcards):
     for folder in (Path(official), Path(official).parent) if official else ():
         f = folder / "all_class.txt"
         if f.is_file():
-            return [c.strip() for c in f.read_text().splitlines() if c.strip()]
+            return read_class_list(f)
     return []
 
 
@@ -488,7 +488,7 @@ def table_outputs(name):
 
 
 # ------------------------------------------------------------------------------------------ the HTML report
-# rule report_files writes one folder per report category under REPORT (training/plots.py)
+# rule report_files writes one folder per report category under REPORT (training/report/)
 REPORT = "results/report"
 RUN_PATTERN = "{dataset,[^/]+}/{feature_set,[^/]+}/{model,[^/]+}/seed{seed,[0-9]+}.svg"
 
@@ -506,9 +506,7 @@ def report_data(wildcards=None):
                 "failed_media": (
                     f"results/features/{ds}/{fs}/failed_media.tsv" if extracted else ""
                 ),
-                "coverage": (
-                    str(Path(coverage[ds]).with_suffix(".md")) if ds in coverage else ""
-                ),
+                "coverage": coverage.get(ds, ""),
             }
     return data
 
@@ -525,6 +523,20 @@ def report_data_json(input):
         for key, v in report_data().items()
     }
     return json.dumps(data, sort_keys=True)
+
+
+def report_tables_json(input):
+    """What `avzsl report-files --tables` takes: each table's csv (the rule's tables input) and its layout."""
+    return json.dumps(
+        {
+            Path(csv).stem: {
+                "csv": csv,
+                **{k: TABLES[Path(csv).stem][k] for k in ("title", "models", "layout")},
+            }
+            for csv in input.tables
+        },
+        sort_keys=True,
+    )
 
 
 # DAAN's evidence (workflow/rules/evidence.smk)

@@ -39,7 +39,7 @@ for _name in config["report"]["tables"]:
 
 
 # ------------------------------------------------------------------------------------------ snakemake --report
-# The figures and pages of the HTML report (training/plots.py), one folder per report category. Part of the default
+# The figures and pages of the HTML report (training/report/), one folder per report category. Part of the default
 # target, so that `snakemake` then `snakemake --report report.html` gives the full report (docs/report.md).
 rule report_files:
     input:
@@ -47,7 +47,9 @@ rule report_files:
         predictions=[
             rd.predictions_path(Path(p).parent) for p in test_results(config["models"])
         ],
-        tables=[f"results/{name}.md" for name in workflow_config.default_tables(config)],
+        tables=[
+            f"results/{name}.csv" for name in workflow_config.default_tables(config)
+        ],
         data=report_data_files,
     output:
         tables=report(
@@ -106,7 +108,8 @@ rule report_files:
     params:
         out=lambda w, output: folder_of(output),
         data=lambda w, input: report_data_json(input),
+        tables=lambda w, input: report_tables_json(input),
     shell:
         "python -m avzsl --quiet --threads {threads} report-files {input.tests:q}"
-        " --out-dir {params.out:q} --tables {input.tables:q} --data {params.data:q}"
+        " --out-dir {params.out:q} --tables {params.tables:q} --data {params.data:q}"
         " --predictions {input.predictions:q} > {log:q} 2>&1"
