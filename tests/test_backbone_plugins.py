@@ -36,15 +36,21 @@ class MeanLevel(Backbone):
 '''
 
 
+def install_plugin(folder, monkeypatch, module: str) -> None:
+    """A real installed-distribution layout on sys.path: ``module``.py (:data:`PLUGIN_MODULE`) plus a *.dist-info
+    whose entry_points.txt registers its backbone as ``mean_level``."""
+    (folder / f"{module}.py").write_text(PLUGIN_MODULE)
+    dist = module.replace("_", "-")
+    info = folder / f"{module}-0.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: 0.1\n")
+    (info / "entry_points.txt").write_text(f"[avzsl.backbones]\nmean_level = {module}:MeanLevel\n")
+    monkeypatch.syspath_prepend(str(folder))
+
+
 @pytest.fixture
 def plugin_dist(tmp_path, monkeypatch):
-    """A real installed-distribution layout on sys.path: a module plus a *.dist-info with entry_points.txt."""
-    (tmp_path / "avzsl_test_plugin.py").write_text(PLUGIN_MODULE)
-    info = tmp_path / "avzsl_test_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: avzsl-test-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[avzsl.backbones]\nmean_level = avzsl_test_plugin:MeanLevel\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    install_plugin(tmp_path, monkeypatch, "avzsl_test_plugin")
     yield "mean_level"
     base.BACKBONES.pop("mean_level", None)
     sys.modules.pop("avzsl_test_plugin", None)

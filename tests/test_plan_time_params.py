@@ -72,14 +72,9 @@ def test_a_misspelt_backbone_parameter_stops_the_plan(backbone, params, message)
 
 def test_a_plugin_backbone_is_checked_by_its_declared_names(tmp_path, monkeypatch):
     """An entry-point plugin (tests/test_backbone_plugins.py's example) is read from its file, not imported."""
-    from test_backbone_plugins import PLUGIN_MODULE
+    from test_backbone_plugins import install_plugin
 
-    (tmp_path / "avzsl_plan_plugin.py").write_text(PLUGIN_MODULE)
-    info = tmp_path / "avzsl_plan_plugin-0.1.dist-info"
-    info.mkdir()
-    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: avzsl-plan-plugin\nVersion: 0.1\n")
-    (info / "entry_points.txt").write_text("[avzsl.backbones]\nmean_level = avzsl_plan_plugin:MeanLevel\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
+    install_plugin(tmp_path, monkeypatch, "avzsl_plan_plugin")
     line = _check(_with_backbone("mean_level", {"scal": 2.0}))
     assert line.endswith("params.scal: backbone 'mean_level' has no parameter 'scal'; known: hop_seconds, scale, "
                          "window_seconds"), line
