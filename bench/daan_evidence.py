@@ -8,6 +8,12 @@ exceeds ``--t`` (2.0 by default, about p < 0.1 two-sided at 5 seeds each); the m
 
     python -m bench.daan_evidence --seeds 5 --steps 60 --data data/synthetic-ucf --out bench/out/daan_evidence.md
     python -m bench.daan_evidence --seeds 2 --steps 5 --scale 0.1 --variants base,daan   # a quick smoke run
+    python -m bench.daan_evidence --generator sequence --steps 500 --eval-every 100 --seeds 3 \
+        --variants base,qdma,qdma_csgm_vc,daan --data data/sequence-ucf   # validation curves, the second benchmark
+
+``--generator`` picks the benchmark (bench/synthetic_features.py or bench/sequence_features.py); ``--eval-every``
+also scores validation along the way (each run's ``curve``, with the interval's training statistics, among them
+CSGM's η per QDMA part); ``--qdma-lr-scale`` sets the factor of the control variant ``qdma.lr_scaled``.
 
 The Snakemake target ``daan_evidence`` (workflow/rules/evidence.smk) runs the same thing one job per variant and
 seed through the commands ``avzsl evidence-benchmark``, ``evidence-run`` and ``evidence-table`` (:mod:`bench.cli`).

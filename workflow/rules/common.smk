@@ -537,6 +537,13 @@ EVIDENCE_BENCH_PATTERN = re.escape(EVIDENCE_BENCH)
 EVIDENCE_VARIANTS = "|".join(re.escape(v) for v in EVIDENCE["variants"])
 
 
+def evidence_variant_args(wildcards):
+    """The control variant's factor, for its jobs only: changing it reruns no other run."""
+    if wildcards.variant != "qdma.lr_scaled":
+        return ""
+    return f"--qdma-lr-scale {EVIDENCE['qdma_lr_scale']}"
+
+
 def evidence_runs(wildcards):
     ev = EVIDENCE
     return [

@@ -46,21 +46,22 @@ rule evidence_run:
     resources:
         gpu=config["training"]["gpus"],
         mem_mb=mem_by_attempt(8000),
-        runtime=120,
+        # minutes: 15 s a step covers the slowest variant on a loaded 2-core machine (docs/models/daan.md)
+        runtime=max(120, EVIDENCE["steps"] // 4),
     params:
         dataset=EVIDENCE["dataset"],
         scale=EVIDENCE["scale"],
         generator=EVIDENCE["generator"],
         steps=EVIDENCE["steps"],
         eval_every=EVIDENCE["eval_every"],
-        qdma_lr_scale=EVIDENCE["qdma_lr_scale"],
+        variant_args=evidence_variant_args,
         batch_size=EVIDENCE["batch_size"],
         device=config["training"]["device"],
     shell:
         "python -m avzsl --quiet --threads {threads} --gpus {resources.gpu} evidence-run --data {input:q}"
         " --dataset {params.dataset} --scale {params.scale} --generator {params.generator}"
         " --variants {wildcards.variant} --first-seed {wildcards.seed} --seeds 1 --steps {params.steps}"
-        " --eval-every {params.eval_every} --qdma-lr-scale {params.qdma_lr_scale}"
+        " --eval-every {params.eval_every} {params.variant_args}"
         " --batch-size {params.batch_size} --device {params.device} --json-out {output:q} > {log:q} 2>&1"
 
 
