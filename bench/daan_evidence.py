@@ -70,7 +70,8 @@ def summarise(runs: dict[str, list[dict]], reference: str = REFERENCE, t_thresho
         for m in METRICS:
             values = [r[m] for r in results]
             row[m] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
-            if name != reference and reference in runs:
+            # one seed has no spread to compare with: no t, no mark
+            if name != reference and reference in runs and min(len(values), len(runs[reference])) > 1:
                 t = welch_t(values, [r[m] for r in runs[reference]])
                 row[f"t_{m}"] = t
                 row[f"beyond_noise_{m}"] = abs(t) > t_threshold
