@@ -156,3 +156,10 @@ def test_zero_shot_transfer_through_text(ucf):
     unseen = np.unique(yt)
     pred = unseen[((xt[:, None] - (ucf.text[unseen] @ w)[None]) ** 2).sum(-1).argmin(1)]
     assert (pred == yt).mean() > 3 / len(unseen)  # chance 1/12
+
+
+@pytest.mark.parametrize("dataset,motifs", [("ActivityNet", 15), ("VGGSound", 19)])
+def test_the_larger_datasets_get_enough_motifs_for_distinct_classes(dataset, motifs):
+    b = generate(dataset, scale=0.002, dim=16, text_dim=16, subspace_dim=16, latent_dim=4, max_seconds=20)
+    assert b.config["motifs"] == motifs and len({tuple(p) for p in b.pairs}) == len(b.splits.all_classes)
+    assert max(len(v.video_seq) for v in b.videos) <= 20
