@@ -98,6 +98,10 @@ def markdown(rows: list[dict], meta: dict, runs: dict[str, list[dict]] | None = 
         lines.append(f"| {r['variant']} | " + " | ".join(cells) + f" | {r['eta_spread']:.3f} | " + " | ".join(eta)
                      + " |")
     lines += ["", f"Chance: {meta['chance_gzsl']:.2f} (S, U), {meta['chance_zsl']:.2f} (ZSL).", ""]
+    if runs and LR_CONTROL in runs:
+        factors = sorted({r["override"]["model"]["qdma_lr_scale"] for r in runs[LR_CONTROL]})
+        lines += [f"`{LR_CONTROL}`: Base + QDMA with the learning rate of QDMA's parts scaled by "
+                  + ", ".join(f"{f:g}" for f in factors) + ".", ""]
     if runs:
         lines += curve_tables(runs)
     return "\n".join(lines)
@@ -114,6 +118,7 @@ def curve_tables(runs: dict[str, list[dict]]) -> list[str]:
     if not curved:
         return []
     steps = [p["step"] for p in next(iter(curved.values()))[0]["curve"]]
+    curved = {n: rs for n, rs in curved.items() if all([p["step"] for p in r["curve"]] == steps for r in rs)}
     lines = []
     for metric in METRICS:
         lines += [f"## Validation {metric} over training (mean ± std over seeds)", "",

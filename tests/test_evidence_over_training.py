@@ -94,3 +94,4 @@ def test_the_evidence_commands_on_the_sequence_benchmark_with_curves_and_the_lr_
     table = (tmp_path / "t.md").read_text()
     assert "UCF sequence benchmark" in table and "## Validation HM over training" in table
     assert "| daan | v_tcn |" in table and "| qdma.lr_scaled |" in table
+    assert "scaled by 0.3." in table
