@@ -37,7 +37,7 @@ rule all:
 # DAAN's Table II variants and open readings over several seeds (workflow/rules/evidence.smk); not in `all`
 rule daan_evidence:
     input:
-        f"results/evidence/{config['evidence']['dataset']}/daan_evidence.md",
+        f"results/evidence/{EVIDENCE_BENCH}/daan_evidence.md",
 
 
 onsuccess:

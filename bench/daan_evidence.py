@@ -8,6 +8,12 @@ exceeds ``--t`` (2.0 by default, about p < 0.1 two-sided at 5 seeds each); the m
 
     python -m bench.daan_evidence --seeds 5 --steps 60 --data data/synthetic-ucf --out bench/out/daan_evidence.md
     python -m bench.daan_evidence --seeds 2 --steps 5 --scale 0.1 --variants base,daan   # a quick smoke run
+    python -m bench.daan_evidence --generator sequence --steps 500 --eval-every 100 --seeds 3 \
+        --variants base,qdma,qdma_csgm_vc,daan --data data/sequence-ucf   # validation curves, the second benchmark
+
+``--generator`` picks the benchmark (bench/synthetic_features.py or bench/sequence_features.py); ``--eval-every``
+also scores validation along the way (each run's ``curve``, with the interval's training statistics, among them
+CSGM's η per QDMA part); ``--qdma-lr-scale`` sets the factor of the control variant ``qdma.lr_scaled``.
 
 The Snakemake target ``daan_evidence`` (workflow/rules/evidence.smk) runs the same thing one job per variant and
 seed through the commands ``avzsl evidence-benchmark``, ``evidence-run`` and ``evidence-table`` (:mod:`bench.cli`).
@@ -27,7 +33,7 @@ import numpy as np
 import torch
 from scipy import stats
 
-from bench.synthetic_eval import benchmark_paths, evaluate_model
+from bench.synthetic_eval import GENERATORS, benchmark_paths, evaluate_model
 from bench.synthetic_features import dataset_name
 
 METRICS = ("S", "U", "HM", "ZSL")
@@ -43,7 +49,11 @@ VARIANTS = {
     "daan.normalise_modality": ("daan", {"csgm_normalise": "modality"}),
     "daan.replace_gradient": ("daan", {"csgm_update": "replace_gradient"}),
     "daan.no_noise": ("daan", {"noise": 0.0}),
+    # the control of issue 28: CSGM as a constant step factor, QDMA's parts trained at a scaled learning rate (the
+    # factor: --qdma-lr-scale, e.g. the mean η of the DAAN runs; γ by default, where η collapses to)
+    "qdma.lr_scaled": ("daan_qdma", {"qdma_lr_scale": 0.45}),
 }
+LR_CONTROL = "qdma.lr_scaled"
 REFERENCE = "base"
 
 
@@ -67,28 +77,80 @@ def summarise(runs: dict[str, list[dict]], reference: str = REFERENCE, t_thresho
         for m in METRICS:
             values = [r[m] for r in results]
             row[m] = (statistics.mean(values), statistics.stdev(values) if len(values) > 1 else 0.0)
-            if name != reference and reference in runs:
+            # one seed has no spread to compare with: no t, no mark
+            if name != reference and reference in runs and min(len(values), len(runs[reference])) > 1:
                 t = welch_t(values, [r[m] for r in runs[reference]])
                 row[f"t_{m}"] = t
                 row[f"beyond_noise_{m}"] = abs(t) > t_threshold
-        row["eta_spread"] = statistics.mean(
-            [statistics.mean([v for k, v in r.get("stats", {}).items() if k.startswith("eta_std.")] or [0.0])
-             for r in results])
+        for key, stat in (("eta_spread", "eta_std."), ("eta_mean", "eta_mean."), ("eta_floor", "eta_floor.")):
+            row[key] = statistics.mean(
+                [statistics.mean([v for k, v in r.get("stats", {}).items() if k.startswith(stat)] or [0.0])
+                 for r in results])
         rows.append(row)
     return rows
 
 
-def markdown(rows: list[dict], meta: dict) -> str:
-    lines = [f"# DAAN evidence: {meta['dataset']} synthetic benchmark, {meta['steps']} steps, {meta['seeds']} seeds",
+def markdown(rows: list[dict], meta: dict, runs: dict[str, list[dict]] | None = None) -> str:
+    generator = meta.get("generator", "synthetic")
+    lines = [f"# DAAN evidence: {meta['dataset']} {generator} benchmark, {meta['steps']} steps, {meta['seeds']} seeds",
              "", "Stage-1 validation, percent, mean ± std over seeds. ✱: differs from "
              f"`{REFERENCE}` beyond the seed noise (|Welch t| > {meta['t']}) in that metric. "
-             "η spread: the mean batch standard deviation of CSGM's η (0 without CSGM).", "",
-             "| variant | " + " | ".join(METRICS) + " | η spread |", "|---|" + "---|" * (len(METRICS) + 1)]
+             "η spread: the mean batch standard deviation of CSGM's η (0 without CSGM); η mean and at γ: its mean "
+             "and the share of samples at the floor γ, over every part and step.", "",
+             "| variant | " + " | ".join(METRICS) + " | η spread | η mean | at γ |",
+             "|---|" + "---|" * (len(METRICS) + 3)]
     for r in rows:
         cells = [f"{r[m][0]:.2f} ± {r[m][1]:.2f}" + (" ✱" if r.get(f"beyond_noise_{m}") else "") for m in METRICS]
-        lines.append(f"| {r['variant']} | " + " | ".join(cells) + f" | {r['eta_spread']:.3f} |")
+        eta = [f"{r['eta_mean']:.3f}", f"{r['eta_floor']:.2f}"] if r.get("eta_mean") else ["–", "–"]
+        lines.append(f"| {r['variant']} | " + " | ".join(cells) + f" | {r['eta_spread']:.3f} | " + " | ".join(eta)
+                     + " |")
     lines += ["", f"Chance: {meta['chance_gzsl']:.2f} (S, U), {meta['chance_zsl']:.2f} (ZSL).", ""]
+    if runs and LR_CONTROL in runs:
+        factors = sorted({r["override"]["model"]["qdma_lr_scale"] for r in runs[LR_CONTROL]})
+        lines += [f"`{LR_CONTROL}`: Base + QDMA with the learning rate of QDMA's parts scaled by "
+                  + ", ".join(f"{f:g}" for f in factors) + ".", ""]
+    if runs:
+        lines += curve_tables(runs)
     return "\n".join(lines)
+
+
+def _mean_std(values: list[float]) -> str:
+    return f"{statistics.mean(values):.2f} ± {statistics.stdev(values) if len(values) > 1 else 0.0:.2f}"
+
+
+def curve_tables(runs: dict[str, list[dict]]) -> list[str]:
+    """Markdown for runs with validation curves (``eval_every``): each metric at every evaluation, and CSGM's η per
+    part over training (mean, batch spread, share at γ, the step factor the part received)."""
+    curved = {n: rs for n, rs in runs.items() if all(r.get("curve") for r in rs)}
+    if not curved:
+        return []
+    steps = [p["step"] for p in next(iter(curved.values()))[0]["curve"]]
+    curved = {n: rs for n, rs in curved.items() if all([p["step"] for p in r["curve"]] == steps for r in rs)}
+    lines = []
+    for metric in METRICS:
+        lines += [f"## Validation {metric} over training (mean ± std over seeds)", "",
+                  "| variant | " + " | ".join(f"step {s}" for s in steps) + " |", "|---|" + "---|" * len(steps)]
+        for name, rs in curved.items():
+            cells = [_mean_std([r["curve"][i][metric] for r in rs]) for i in range(len(steps))]
+            lines.append(f"| {name} | " + " | ".join(cells) + " |")
+        lines.append("")
+    lines += ["## CSGM over training", "",
+              "Per part, for each interval between evaluations: η's mean, its batch standard deviation, the share "
+              "of samples at the floor γ and the factor the part's step was scaled by (η̄ under `scale_step`, 1 "
+              "under `replace_gradient`), each averaged over the interval's batches and the seeds.", "",
+              "| variant | part | " + " | ".join(f"step {s}" for s in steps) + " |",
+              "|---|---|" + "---|" * len(steps)]
+    for name, rs in curved.items():
+        parts = sorted(k.split(".", 1)[1] for k in rs[0]["curve"][0]["stats"] if k.startswith("eta_mean."))
+        for part in parts:
+            cells = []
+            for i in range(len(steps)):
+                figure = {k: statistics.mean(r["curve"][i]["stats"].get(f"{k}.{part}", 0.0) for r in rs)
+                          for k in ("eta_mean", "eta_std", "eta_floor", "step_scale")}
+                cells.append("{eta_mean:.3f} / {eta_std:.3f} / {eta_floor:.2f} / {step_scale:.3f}".format(**figure))
+            lines.append(f"| {name} | {part} | " + " | ".join(cells) + " |")
+    lines += ["", "(η mean / η spread / at γ / step factor)", ""]
+    return lines
 
 
 def _write_atomic(path: str, text: str) -> None:
@@ -98,12 +160,12 @@ def _write_atomic(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def _table(runs: dict[str, list[dict]], dataset: str, steps: int, t: float) -> str:
+def _table(runs: dict[str, list[dict]], dataset: str, steps: int, t: float, generator: str) -> str:
     first = next(iter(runs.values()))[0]
     seeds = min(len(r) for r in runs.values())
     return markdown(summarise(runs, t_threshold=t),
-                    {"dataset": dataset, "steps": steps, "seeds": seeds, "t": t,
-                     "chance_gzsl": first["chance_gzsl"], "chance_zsl": first["chance_zsl"]})
+                    {"dataset": dataset, "generator": generator, "steps": steps, "seeds": seeds, "t": t,
+                     "chance_gzsl": first["chance_gzsl"], "chance_zsl": first["chance_zsl"]}, runs)
 
 
 def unknown_variants(names: list[str]) -> list[str]:
@@ -125,32 +187,42 @@ def read_runs(paths: list[str]) -> dict[str, list[dict]]:
     return {n: sorted(runs[n], key=lambda r: r["seed"]) for n in order}
 
 
-def write_table(runs: dict[str, list[dict]], dataset: str, steps: int, t: float, out: str | None) -> str:
-    text = _table(runs, dataset_name(dataset), steps, t)
+def write_table(runs: dict[str, list[dict]], dataset: str, steps: int, t: float, out: str | None,
+                generator: str = "synthetic") -> str:
+    text = _table(runs, dataset_name(dataset), steps, t, generator)
     if out:
         _write_atomic(out, text)
     return text
 
 
-def prepare_benchmark(folder: str | Path, dataset: str, scale: float) -> dict:
+def prepare_benchmark(folder: str | Path, dataset: str, scale: float, generator: str = "synthetic") -> dict:
     """The synthetic benchmark every variant and seed trains on (one benchmark: the seeds vary the training)."""
     Path(folder).mkdir(parents=True, exist_ok=True)
-    return benchmark_paths(Path(folder), dataset_name(dataset), 0, scale)
+    return benchmark_paths(Path(folder), dataset_name(dataset), 0, scale, generator)
+
+
+def variant_overrides(name: str, qdma_lr_scale: float | None = None) -> tuple[str, dict]:
+    """The model and its overrides for a variant; ``qdma_lr_scale`` replaces the control variant's factor."""
+    model, overrides = VARIANTS[name]
+    if name == LR_CONTROL and qdma_lr_scale is not None:
+        overrides = {**overrides, "qdma_lr_scale": qdma_lr_scale}
+    return model, overrides
 
 
 def run_variants(paths: dict, dataset: str, names: list[str], first_seed: int, seeds: int, steps: int,
-                 batch_size: int, device: str, json_out: str | None = None) -> dict[str, list[dict]]:
+                 batch_size: int, device: str, json_out: str | None = None, eval_every: int = 0,
+                 qdma_lr_scale: float | None = None) -> dict[str, list[dict]]:
     """Train and score every variant with each seed; each result is printed as a JSON line (and kept in
-    ``json_out``)."""
+    ``json_out``). ``eval_every``: also score validation every that many steps (the run's ``curve``)."""
     if unknown_variants(names):
         raise ValueError(f"unknown variant(s) {unknown_variants(names)}; known: {', '.join(VARIANTS)}")
     runs = {n: [] for n in names}
     lines = []
     for seed in range(first_seed, first_seed + seeds):
         for name in names:
-            model, overrides = VARIANTS[name]
+            model, overrides = variant_overrides(name, qdma_lr_scale)
             result = evaluate_model(model, paths, dataset_name(dataset), steps, batch_size or None, seed, device,
-                                    {"model": overrides} if overrides else None)
+                                    {"model": overrides} if overrides else None, eval_every)
             runs[name].append(result)
             lines.append(json.dumps({"variant": name, "seed": seed, **result}))
             print(lines[-1], flush=True)
@@ -169,6 +241,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dataset", default="UCF")
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--data", help="benchmark folder to reuse")
+    ap.add_argument("--generator", default="synthetic", choices=list(GENERATORS), help="which synthetic benchmark")
+    ap.add_argument("--eval-every", type=int, default=0, help="also score validation every N steps (0: at the end)")
+    ap.add_argument("--qdma-lr-scale", type=float, help=f"{LR_CONTROL}'s factor (default: its VARIANTS entry)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--t", type=float, default=2.0, help="|Welch t| beyond which a difference counts")
@@ -178,19 +253,19 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--from-runs", nargs="+", metavar="JSONL", help="no training: the table from --json-out files")
     args = ap.parse_args(argv)
     if args.from_runs:
-        print(write_table(read_runs(args.from_runs), args.dataset, args.steps, args.t, args.out))
+        print(write_table(read_runs(args.from_runs), args.dataset, args.steps, args.t, args.out, args.generator))
         return
     torch.set_num_threads(args.threads)
     names = args.variants.split(",")
     if unknown_variants(names):
         raise SystemExit(f"unknown variant(s) {unknown_variants(names)}; known: {', '.join(VARIANTS)}")
     with tempfile.TemporaryDirectory() as tmp:
-        paths = prepare_benchmark(args.data or tmp, args.dataset, args.scale)
+        paths = prepare_benchmark(args.data or tmp, args.dataset, args.scale, args.generator)
         if args.prepare:
             return
         runs = run_variants(paths, args.dataset, names, args.first_seed, args.seeds, args.steps, args.batch_size,
-                            args.device, args.json_out)
-    print(write_table(runs, args.dataset, args.steps, args.t, args.out))
+                            args.device, args.json_out, args.eval_every, args.qdma_lr_scale)
+    print(write_table(runs, args.dataset, args.steps, args.t, args.out, args.generator))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import torch
 
-from bench.synthetic_features import dataset_name, make_benchmark
+from bench import sequence_features, synthetic_features
+from bench.synthetic_features import dataset_name
 from extractors.feature_store import FeatureStore
 from training.config import RunConfig, TrainConfig, resolve_hparams
 from training.data.sampler import ClassBalancedSampler
@@ -35,21 +36,49 @@ from training.engine import (
 PROFILES = {"UCF": "ucf", "ActivityNet": "activitynet", "VGGSound": "vggsound"}
 
 
-def benchmark_paths(folder: Path, dataset: str, seed: int, scale: float) -> dict:
-    """The benchmark in ``folder``, written there unless a previous call did."""
+# the synthetic benchmarks by name: the first (a class signal over most seconds) and the ordered-motif one
+GENERATORS = {"synthetic": synthetic_features.make_benchmark, "sequence": sequence_features.make_benchmark}
+
+
+def benchmark_paths(folder: Path, dataset: str, seed: int, scale: float, generator: str = "synthetic") -> dict:
+    """The benchmark in ``folder``, written there by ``generator`` unless a previous call did."""
+    if generator not in GENERATORS:
+        raise ValueError(f"unknown generator {generator!r}; known: {', '.join(GENERATORS)}")
     paths = {"features": str(folder / "features.h5"), "splits": str(folder / "splits"), "text": str(folder / "text.h5")}
     if Path(paths["features"]).exists():
         stored = json.loads(FeatureStore(paths["features"]).attrs.get("extractor_config", "{}"))
-        wanted = {"dataset": dataset, "seed": seed, "scale": scale}
+        stored.setdefault("generator", "synthetic")  # the first generator does not name itself
+        wanted = {"generator": generator, "dataset": dataset, "seed": seed, "scale": scale}
         if {k: stored.get(k) for k in wanted} != wanted:
             raise SystemExit(f"{folder} holds another benchmark ({ {k: stored.get(k) for k in wanted} }); "
                              f"use a new folder for {wanted}")
         return paths
-    return make_benchmark(folder, dataset, seed=seed, scale=scale)
+    return GENERATORS[generator](folder, dataset, seed=seed, scale=scale)
+
+
+class _DrawnEpoch:
+    """One epoch of batches drawn up front, handed to ``train_epoch`` a slice at a time: training in slices with
+    evaluations between them takes exactly the batches (and random crops) of one uninterrupted epoch."""
+
+    def __init__(self, pos: torch.Tensor, neg: torch.Tensor | None, start: int, stop: int):
+        self.pos, self.neg, self.start, self.stop = pos, neg, start, stop
+        self.n_batches = stop - start
+
+    def epoch(self) -> torch.Tensor:
+        return self.pos[self.start:self.stop]
+
+    def negatives(self, positions: torch.Tensor) -> torch.Tensor:
+        return self.neg[self.start:self.stop]
+
+
+def _rounded(losses: dict[str, float]) -> tuple[float, dict[str, float]]:
+    return round(losses["loss"], 4), {k: round(v, 4) for k, v in losses.items() if "." in k}
 
 
 def evaluate_model(model_name: str, paths: dict, dataset: str, steps: int, batch_size: int | None, seed: int,
-                   device: str, overrides: dict | None = None) -> dict:
+                   device: str, overrides: dict | None = None, eval_every: int = 0) -> dict:
+    """Train ``steps`` batches and score stage-1 validation at the end; with ``eval_every`` also after every
+    ``eval_every`` batches (``curve``: the scores, mean loss and training statistics of each interval)."""
     hp = resolve_hparams(model_name, PROFILES[dataset], "main", overrides)
     train = {**hp["train"], "n_batches": steps, "epochs": 1}
     if batch_size:
@@ -64,19 +93,32 @@ def evaluate_model(model_name: str, paths: dict, dataset: str, steps: int, batch
     optimizers = model.configure_optimizers(cfg.train.lr, cfg.train.weight_decay)
     generator = torch.Generator(device=dev).manual_seed(seed)
     sampler = ClassBalancedSampler(data.train_labels, cfg.train.batch_size, steps, generator)
+    pos = sampler.epoch()
+    neg = sampler.negatives(pos) if model.needs_negatives else None
     t1 = time.perf_counter()
-    losses = train_epoch(model, data, sampler, optimizers, generator)
-    t2 = time.perf_counter()
-    val = evaluate_split(model, data, data.val, cfg).main
-    t3 = time.perf_counter()
+    ends = list(range(eval_every, steps, eval_every)) + [steps] if eval_every > 0 else [steps]
+    curve, sums, train_s, eval_s, start = [], {}, 0.0, 0.0, 0
+    for stop in ends:
+        t = time.perf_counter()
+        losses = train_epoch(model, data, _DrawnEpoch(pos, neg, start, stop), optimizers, generator)
+        train_s += time.perf_counter() - t
+        for k, v in losses.items():
+            sums[k] = sums.get(k, 0.0) + v * (stop - start)
+        t = time.perf_counter()
+        val = evaluate_split(model, data, data.val, cfg).main
+        eval_s += time.perf_counter() - t
+        loss, stats = _rounded(losses)
+        curve.append({"step": stop, **{k: round(v, 2) for k, v in val.percent().items()}, "loss": loss,
+                      "stats": stats})
+        start = stop
+    loss, stats = _rounded({k: v / steps for k, v in sums.items()} if len(ends) > 1 else losses)
     n_seen, n_unseen = len(data.val.seen), len(data.val.unseen)
-    return {"model": model_name, "dataset": dataset, "override": overrides or {}, "steps": steps,
-            "batch_size": cfg.train.batch_size, **{k: round(v, 2) for k, v in val.percent().items()},
-            "chance_gzsl": round(100 / (n_seen + n_unseen), 2), "chance_zsl": round(100 / n_unseen, 2),
-            "loss": round(losses["loss"], 4),
-            "stats": {k: round(v, 4) for k, v in losses.items() if "." in k},  # e.g. CSGM's η per part, epoch mean
-            "load_s": round(t1 - t0, 1), "train_s": round(t2 - t1, 1),
-            "eval_s": round(t3 - t2, 1)}
+    result = {"model": model_name, "dataset": dataset, "override": overrides or {}, "steps": steps,
+              "batch_size": cfg.train.batch_size, **{k: round(v, 2) for k, v in val.percent().items()},
+              "chance_gzsl": round(100 / (n_seen + n_unseen), 2), "chance_zsl": round(100 / n_unseen, 2),
+              "loss": loss, "stats": stats,  # e.g. CSGM's η per part, mean over the steps
+              "load_s": round(t1 - t0, 1), "train_s": round(train_s, 1), "eval_s": round(eval_s, 1)}
+    return {**result, "eval_every": eval_every, "curve": curve} if eval_every > 0 else result
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -89,6 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0, help="seeds the benchmark and the training")
     ap.add_argument("--override", default="", help='resolve_hparams overrides, e.g. \'{"model": {"diff_weight": 0}}\'')
     ap.add_argument("--data", help="benchmark folder to reuse (written there on first use)")
+    ap.add_argument("--generator", default="synthetic", choices=list(GENERATORS), help="which synthetic benchmark")
+    ap.add_argument("--eval-every", type=int, default=0, help="also score validation every N steps (0: at the end)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2, help="torch threads")
     args = ap.parse_args(argv)
@@ -98,10 +142,10 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.data or tmp)
         folder.mkdir(parents=True, exist_ok=True)
-        paths = benchmark_paths(folder, dataset, args.seed, args.scale)
+        paths = benchmark_paths(folder, dataset, args.seed, args.scale, args.generator)
         for name in args.models.split(","):
             print(json.dumps(evaluate_model(name, paths, dataset, args.steps, args.batch_size or None, args.seed,
-                                            args.device, overrides)), flush=True)
+                                            args.device, overrides, args.eval_every)), flush=True)
 
 
 if __name__ == "__main__":

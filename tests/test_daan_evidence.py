@@ -25,6 +25,8 @@ def test_summary_marks_only_differences_beyond_the_seed_noise():
     text = markdown(list(rows.values()), {"dataset": "UCF", "steps": 60, "seeds": 3, "t": 2.0, "chance_gzsl": 2.38,
                                           "chance_zsl": 8.33})
     assert "| daan | 51.00 ± 1.00 ✱ | 21.00 ± 1.00 |" in text
+    single = {r["variant"]: r for r in summarise({"base": runs["base"][:1], "daan": runs["daan"][:1]})}
+    assert "t_S" not in single["daan"] and not single["daan"].get("beyond_noise_S")
 
 
 def test_every_variant_names_a_model_and_known_hyper_parameters():

@@ -392,7 +392,8 @@ def test_under_adam_step_scaling_halves_the_step_and_gradient_replacement_does_n
 
 
 def test_training_logs_what_csgm_does(tiny_dataset, tmp_path):
-    """Per epoch: η's mean and spread per modality and part, and the QDMA gradient norms before and after."""
+    """Per epoch: η's mean and spread per modality and part, the share of samples at the floor γ, the factor each
+    part's step was scaled by, and the QDMA gradient norms before and after."""
     import json
 
     import training.engine as engine
@@ -410,6 +411,8 @@ def test_training_logs_what_csgm_does(tiny_dataset, tmp_path):
         for part in ("a_attention", "a_tcn", "v_attention", "v_tcn"):
             assert cfg.model_params["gamma"] <= stats[f"eta_mean.{part}"] <= 1.0
             assert stats[f"eta_std.{part}"] >= 0.0
+            assert 0.0 <= stats[f"eta_floor.{part}"] <= 1.0
+            assert stats[f"step_scale.{part}"] == pytest.approx(stats[f"eta_mean.{part}"], abs=1e-6)  # scale_step
         for m in ("a", "v"):
             assert stats[f"grad_before.{m}"] > 0 and stats[f"grad_after.{m}"] > 0
 

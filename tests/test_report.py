@@ -169,3 +169,20 @@ def test_the_pages_show_the_records_the_tables_were_made_from(tmp_path):
     assert "<td>clip7</td><td>no audio stream</td>" in page
     runs = (tmp_path / "report" / "runs" / "demo.handcrafted.html").read_text()
     assert runs.count("Resolved run configuration") == 2 and "model: avca" in runs
+
+
+def test_the_curves_of_a_model_with_csgm_show_it_over_training():
+    """Per part: η's mean with its spread, the share at the floor γ and QDMA's step factor, from stage 1's log."""
+    from training.report.figures import csgm_series, curves_svg
+
+    history = [{"epoch": e, "val": {"video": {"S": 10.0, "U": 5.0, "HM": 6.7, "ZSL": 20.0}}, "loss": {"loss": 1.0},
+                "stats": {"eta_mean.a_attention": 0.5 - 0.02 * e, "eta_std.a_attention": 0.1 / e,
+                          "eta_floor.a_attention": 0.2 * e, "step_scale.a_attention": 0.5 - 0.02 * e}}
+               for e in (1, 2, 3)]
+    series = csgm_series(history)
+    assert series["eta_floor"]["a_attention"] == pytest.approx([0.2, 0.4, 0.6])
+    assert series["step_scale"]["a_attention"] == pytest.approx([0.48, 0.46, 0.44])
+    with_csgm = curves_svg(history, "video", "daan")
+    assert "CSGM over training" in with_csgm and "share of samples at γ" in with_csgm and "a_attention" in with_csgm
+    plain = [{k: v for k, v in r.items() if k != "stats"} for r in history]
+    assert csgm_series(plain) == {} and "CSGM" not in curves_svg(plain, "video", "avca")

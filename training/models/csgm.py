@@ -336,12 +336,18 @@ def scale_steps(ghost: GhostGrads, step_scale: dict[str, torch.Tensor]) -> Itera
                 p.copy_(before[p] + s.to(p.dtype) * (p - before[p]))
 
 
-def csgm_statistics(mod: Modulation, groups: dict[str, str]) -> dict[str, torch.Tensor]:
-    """Per group: η's batch mean and spread; per modality: the QDMA gradient norm before and after modulation."""
+def csgm_statistics(mod: Modulation, groups: dict[str, str], gamma: float) -> dict[str, torch.Tensor]:
+    """Per group: η's batch mean and spread, the share of samples at the floor γ, and the factor the group's
+    parameter step was scaled by (η̄ under ``scale_step``, 1 under ``replace_gradient``); per modality: the QDMA
+    gradient norm before and after modulation. Averaged over an epoch's batches, these are the epoch's figures (the
+    batches are of equal size)."""
     stats = {}
     for group, eta in mod.eta.items():
         stats[f"eta_mean.{group}"] = eta.mean()
         stats[f"eta_std.{group}"] = eta.std() if eta.numel() > 1 else eta.new_zeros(())
+        # η = max(rate, γ) is exactly γ at the floor; the tolerance only absorbs a float32 γ against a float one
+        stats[f"eta_floor.{group}"] = (eta <= gamma * (1 + 1e-6)).to(eta.dtype).mean()
+        stats[f"step_scale.{group}"] = torch.as_tensor(mod.step_scale[group], dtype=eta.dtype)
     for modality in sorted(set(groups.values())):
         members = [g for g, m in groups.items() if m == modality]
         stats[f"grad_before.{modality}"] = sum(mod.grad_norm_before[g] ** 2 for g in members) ** 0.5

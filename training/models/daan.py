@@ -82,6 +82,9 @@ class DAAN(ZSLModel):
         "qdma_attention": "self",  # QDMA's keys and values from the modality's own steps, or the other's ("cross")
         "csgm_normalise": "joint",  # δ and V_o normalised over both modalities ("joint") or each alone ("modality")
         "csgm_update": "scale_step",  # η scales each QDMA part's step ("scale_step") or only its gradient
+        # (0, 1]: the learning rate of the QDMA parts CSGM modulates, relative to lr (a control: CSGM as a constant
+        # step factor, e.g. the mean η measured in a DAAN run; docs/models/daan.md)
+        "qdma_lr_scale": 1.0,
     }
 
     def __init__(self, dims: InputDims, **hp):
@@ -111,6 +114,10 @@ class DAAN(ZSLModel):
         self.D = EmbeddingNet(o, dims.text, None, hp["dec_dropout"])
         self.A_rec = nn.Linear(o, h)  # φ is signed (mean of ReLU outputs + TCN embedding): a linear reconstructor
         self.V_rec = nn.Linear(o, h)
+        if not 0 < hp["qdma_lr_scale"] <= 1:
+            raise ValueError(f"qdma_lr_scale must be in (0, 1], got {hp['qdma_lr_scale']!r}")
+        if hp["qdma_lr_scale"] != 1 and not self.use_qdma:
+            raise ValueError(f"{self.name} has no QDMA: qdma_lr_scale must be 1")
         self.ghost = None
         if self.csgm != "none":
             parts = {f"{m}_{p}": mods for m, enc in (("a", self.enc_a), ("v", self.enc_v))
@@ -164,6 +171,22 @@ class DAAN(ZSLModel):
         return sum(parts.values()), parts, (theta, theta_neg)
 
     # ------------------------------------------------------------------------------------ training
+    def qdma_part_params(self) -> list[nn.Parameter]:
+        """The parameters of the QDMA parts CSGM modulates (decision 5), both modalities."""
+        if not self.use_qdma:
+            return []
+        mods = [m for enc in (self.enc_a, self.enc_v) for part in enc.parts().values() for m in part]
+        return [p for m in mods for p in (m.weight, getattr(m, "bias", None)) if p is not None]
+
+    def configure_optimizers(self, lr: float, weight_decay: float) -> list[torch.optim.Optimizer]:
+        scale = self.hp["qdma_lr_scale"]
+        if scale == 1:
+            return super().configure_optimizers(lr, weight_decay)
+        scaled = {id(p) for p in self.qdma_part_params()}
+        groups = [{"params": [p for p in self.parameters() if id(p) not in scaled]},
+                  {"params": self.qdma_part_params(), "lr": lr * scale}]
+        return [torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)]
+
     def train_step(self, batch: Batch, optimizers):
         opt = optimizers[0]
         opt.zero_grad(set_to_none=True)
@@ -180,7 +203,7 @@ class DAAN(ZSLModel):
                                use_optimisation_rate=self.csgm == "full", noise=self.hp["noise"],
                                normalise=self.hp["csgm_normalise"], update=self.hp["csgm_update"], rho=self.rho)
             parts = {**parts, "eta_a": mod.eta["a_attention"].mean(), "eta_v": mod.eta["v_attention"].mean(),
-                     **csgm_statistics(mod, self.csgm_modality)}
+                     **csgm_statistics(mod, self.csgm_modality, self.hp["gamma"])}
             with scale_steps(self.ghost, mod.step_scale):
                 opt.step()
             return {"loss": loss.detach(), **{k: v.detach() for k, v in parts.items()}}

@@ -18,9 +18,29 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
            "#756bb1", "#636363")
 
 
+# CSGM's per-epoch training statistics (training/models/csgm.py, csgm_statistics): the panels below the curves
+CSGM_PANELS = (("eta_mean", "η: batch mean (band: ± batch std)"), ("eta_floor", "share of samples at γ"),
+               ("step_scale", "step factor QDMA receives"))
+
+
+def csgm_series(history: Sequence[dict]) -> dict[str, dict[str, list[float]]]:
+    """Per CSGM statistic and part (e.g. ``eta_mean`` → ``a_attention``): its value in each epoch of ``history``
+    (NaN where an epoch lacks it); empty for a model without CSGM."""
+    series: dict[str, dict[str, list[float]]] = {}
+    for stat in ("eta_mean", "eta_std", "eta_floor", "step_scale"):
+        parts = sorted({k.split(".", 1)[1] for r in history for k in r.get("stats", {}) if k.startswith(stat + ".")})
+        if parts:
+            series[stat] = {part: [float(r.get("stats", {}).get(f"{stat}.{part}", float("nan"))) for r in history]
+                            for part in parts}
+    return series if "eta_mean" in series else {}
+
+
 def curves_svg(history: Sequence[dict], mode: str, title: str, best_epoch: int | None = None) -> str:
-    """Stage 1's per-epoch validation S, U, HM and ZSL (percent, evaluation mode ``mode``) and training loss."""
-    svg = Svg(900, 345, title)
+    """Stage 1's per-epoch validation S, U, HM and ZSL (percent, evaluation mode ``mode``) and training loss; for a
+    model with CSGM also, per part, η's mean and spread, the share of samples at the floor γ and the factor QDMA's
+    step received (:func:`csgm_series`)."""
+    csgm = csgm_series(history)
+    svg = Svg(900, 345 + (335 if csgm else 0), title)
     epochs = [int(r["epoch"]) for r in history]
     xr = (min(epochs, default=0), max(max(epochs, default=1), min(epochs, default=0) + 1))
     px = axes(svg, (70, 45, 470, 230), xr, (0, 100), "epoch", "validation, %")
@@ -43,7 +63,38 @@ def curves_svg(history: Sequence[dict], mode: str, title: str, best_epoch: int |
         lpx = axes(svg, (620, 45, 260, 230), xr, (lo - pad, hi + pad), "epoch", "")
         svg.text(750, 40, "training loss", anchor="middle")
         svg.polyline([lpx(e, v) for e, v in zip(epochs, losses)], "#333", 2)
+    if csgm:
+        _csgm_panels(svg, epochs, xr, csgm, top=390)
     return svg.render()
+
+
+def _csgm_panels(svg: Svg, epochs: list[int], xr: tuple, series: dict, top: int) -> None:
+    svg.text(450, top - 12, "CSGM over training (per epoch, mean over its batches)", size=12, anchor="middle",
+             weight="bold")
+    parts = sorted(series["eta_mean"])
+    colours = {part: PALETTE[i % len(PALETTE)] for i, part in enumerate(parts)}
+    for i, (stat, label) in enumerate(CSGM_PANELS):
+        if stat not in series:
+            continue
+        values = [v for part in series[stat].values() for v in part if not math.isnan(v)]
+        spread = series.get("eta_std", {}) if stat == "eta_mean" else {}
+        lo = min([0.0, *values])
+        hi = max([1.0, *values, *(m + s for part in spread for m, s in zip(series[stat][part], spread[part])
+                                  if not math.isnan(m + s))])
+        px = axes(svg, (70 + 290 * i, top + 10, 230, 200), xr, (lo, hi), "epoch", "")
+        svg.text(185 + 290 * i, top + 4, label, anchor="middle", size=10)
+        for part, vals in series[stat].items():
+            pts = [(e, v) for e, v in zip(epochs, vals) if not math.isnan(v)]
+            if part in spread:
+                band = [(e, v, s) for (e, v), s in zip(pts, spread[part]) if not math.isnan(s)]
+                for e, v, s in band:
+                    x, y_hi = px(e, v + s)
+                    _, y_lo = px(e, v - s)
+                    svg.line(x, y_hi, x, y_lo, colours[part], 4)
+            svg.polyline([px(e, v) for e, v in pts], colours[part], 1.8)
+    for j, part in enumerate(parts):
+        svg.line(80 + 150 * j, top + 262, 100 + 150 * j, top + 262, colours[part], 2.5)
+        svg.text(104 + 150 * j, top + 266, part)
 
 
 def confusion_svg(pred: dict, title: str) -> str:

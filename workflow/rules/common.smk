@@ -541,14 +541,25 @@ def report_tables_json(input):
 
 # DAAN's evidence (workflow/rules/evidence.smk)
 EVIDENCE = config["evidence"]
-EVIDENCE_DATASET = re.escape(EVIDENCE["dataset"])
+# results/evidence/<bench>/: the dataset's name for the first generator (as before there were two), else suffixed
+EVIDENCE_BENCH = EVIDENCE["dataset"] + (
+    "" if EVIDENCE["generator"] == "synthetic" else f"-{EVIDENCE['generator']}"
+)
+EVIDENCE_BENCH_PATTERN = re.escape(EVIDENCE_BENCH)
 EVIDENCE_VARIANTS = "|".join(re.escape(v) for v in EVIDENCE["variants"])
+
+
+def evidence_variant_args(wildcards):
+    """The control variant's factor, for its jobs only: changing it reruns no other run."""
+    if wildcards.variant != "qdma.lr_scaled":
+        return ""
+    return f"--qdma-lr-scale {EVIDENCE['qdma_lr_scale']}"
 
 
 def evidence_runs(wildcards):
     ev = EVIDENCE
     return [
-        f"results/evidence/{wildcards.dataset}/runs/{v}/seed{s}.jsonl"
+        f"results/evidence/{wildcards.bench}/runs/{v}/seed{s}.jsonl"
         for v in ev["variants"]
         for s in range(ev["first_seed"], ev["first_seed"] + ev["seeds"])
     ]
