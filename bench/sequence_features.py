@@ -15,27 +15,23 @@ same for every clip, with small noise). The model, its equations and its default
 
 from __future__ import annotations
 
-import argparse
-import json
 import math
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from bench.benchmark_sizes import SIZES
 from bench.synthetic_features import (
     MODALITIES,
     SECONDS,
     STAGE_GROUPS,
     _orthonormal,
     benchmark_splits,
+    command_line,
     dataset_name,
-    stage_sizes,
+    write_benchmark,
 )
-from extractors.feature_store import StoreSpec, VideoFeatures, write_store
-from extractors.splits import write_splits
-from extractors.text_store import write_text_store
+from extractors.feature_store import VideoFeatures
 
 EXTRACTOR = "sequence-benchmark"
 
@@ -210,34 +206,12 @@ def generate(dataset: str = "UCF", seed: int = 0, dim: int = 512, text_dim: int 
 def make_benchmark(root: Path, dataset: str = "UCF", seed: int = 0, dim: int = 512, text_dim: int = 300,
                    scale: float = 1.0, **knobs) -> dict:
     """Write features.h5, splits/ and text.h5 under ``root``; returns their paths (as bench.synthetic_features)."""
-    root = Path(root)
-    b = generate(dataset, seed, dim, text_dim, scale, **knobs)
-    spec = StoreSpec(audio_dim=dim, video_dim=dim, has_sequences=True, extractor=EXTRACTOR, extractor_config=b.config)
-    write_store(root / "features.h5", spec, b.videos)
-    write_splits(root / "splits", b.splits)
-    names = b.splits.all_classes
-    write_text_store(root / "text.h5", names, names, b.text, EXTRACTOR, b.config)
-    return {"features": str(root / "features.h5"), "splits": str(root / "splits"), "text": str(root / "text.h5")}
+    return write_benchmark(root, generate(dataset, seed, dim, text_dim, scale, **knobs), EXTRACTOR)
 
 
 # ------------------------------------------------------------------------------------------------ command line
 def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--dataset", default="UCF", help=f"one of {', '.join(SIZES)}")
-    ap.add_argument("--out", required=True, help="folder for features.h5, splits/ and text.h5")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dim", type=int, default=512, help="audio and video feature width")
-    ap.add_argument("--text-dim", type=int, default=300)
-    ap.add_argument("--scale", type=float, default=1.0, help="shrink every per-class count (at least 2 remain)")
-    for f in fields(Knobs):
-        ap.add_argument("--" + f.name.replace("_", "-"), type=type(f.default) if f.default is not None else int,
-                        default=f.default)
-    args = vars(ap.parse_args(argv))
-    out = Path(args.pop("out"))
-    paths = make_benchmark(out, **args)
-    print(json.dumps(paths))
-    for stage, (n_classes, n_videos) in stage_sizes(args["dataset"], args["scale"]).items():
-        print(f"{stage}: {n_classes} classes, {n_videos} videos")
+    command_line(__doc__, make_benchmark, Knobs, argv)
 
 
 if __name__ == "__main__":

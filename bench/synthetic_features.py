@@ -209,27 +209,33 @@ def generate(dataset: str = "UCF", seed: int = 0, dim: int = 512, text_dim: int 
 def make_benchmark(root: Path, dataset: str = "UCF", seed: int = 0, dim: int = 512, text_dim: int = 300,
                    scale: float = 1.0, **knobs) -> dict:
     """Write features.h5, splits/ and text.h5 under ``root``; returns their paths (as ``make_ucf_like`` does)."""
+    return write_benchmark(root, generate(dataset, seed, dim, text_dim, scale, **knobs), "synthetic-benchmark")
+
+
+def write_benchmark(root: Path, b, extractor: str) -> dict:
+    """A generated benchmark (``videos``, ``splits``, ``text``, ``config``) as features.h5, splits/ and text.h5
+    under ``root``, recorded as made by ``extractor``; returns their paths."""
     root = Path(root)
-    b = generate(dataset, seed, dim, text_dim, scale, **knobs)
-    spec = StoreSpec(audio_dim=dim, video_dim=dim, has_sequences=True, extractor="synthetic-benchmark",
+    spec = StoreSpec(audio_dim=b.config["dim"], video_dim=b.config["dim"], has_sequences=True, extractor=extractor,
                      extractor_config=b.config)
     write_store(root / "features.h5", spec, b.videos)
     write_splits(root / "splits", b.splits)
     names = b.splits.all_classes
-    write_text_store(root / "text.h5", names, names, b.text, "synthetic-benchmark", b.config)
+    write_text_store(root / "text.h5", names, names, b.text, extractor, b.config)
     return {"features": str(root / "features.h5"), "splits": str(root / "splits"), "text": str(root / "text.h5")}
 
 
 # ------------------------------------------------------------------------------------------------ command line
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def command_line(description: str, make, knobs: type, argv: list[str] | None = None) -> None:
+    """The command line of a generator: ``make`` (its make_benchmark) with the standard options and ``knobs``'s."""
+    ap = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dataset", default="UCF", help=f"one of {', '.join(SIZES)}")
     ap.add_argument("--out", required=True, help="folder for features.h5, splits/ and text.h5")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dim", type=int, default=512, help="audio and video feature width")
     ap.add_argument("--text-dim", type=int, default=300)
     ap.add_argument("--scale", type=float, default=1.0, help="shrink every per-class count (at least 2 remain)")
-    for f in fields(Knobs):
+    for f in fields(knobs):
         flag = "--" + f.name.replace("_", "-")
         if isinstance(f.default, bool):
             ap.add_argument(flag, action=argparse.BooleanOptionalAction, default=f.default)
@@ -237,10 +243,14 @@ def main(argv: list[str] | None = None) -> None:
             ap.add_argument(flag, type=type(f.default) if f.default is not None else int, default=f.default)
     args = vars(ap.parse_args(argv))
     out = Path(args.pop("out"))
-    paths = make_benchmark(out, **args)
+    paths = make(out, **args)
     print(json.dumps(paths))
     for stage, (n_classes, n_videos) in stage_sizes(args["dataset"], args["scale"]).items():
         print(f"{stage}: {n_classes} classes, {n_videos} videos")
+
+
+def main(argv: list[str] | None = None) -> None:
+    command_line(__doc__, make_benchmark, Knobs, argv)
 
 
 if __name__ == "__main__":
