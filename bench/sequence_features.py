@@ -29,6 +29,7 @@ from bench.synthetic_features import (
     benchmark_splits,
     command_line,
     dataset_name,
+    modality_signals,
     write_benchmark,
 )
 from extractors.feature_store import VideoFeatures
@@ -116,20 +117,14 @@ class World:
 def make_world(n_classes: int, n_train: int, dim: int, text_dim: int, knobs: Knobs, seed: int) -> World:
     """t_c = unit(T₁ z_a + T₂ z_b + σ_t ε_c) for class c = (a, b);  u_j^m = √dim · G_m (A_m z_j + ρ r_j^m) / √(1 + ρ²)."""
     rng = np.random.default_rng([seed, 0])
-    n_motifs, L, k = knobs.n_motifs(n_classes), knobs.latent_dim, knobs.subspace_dim
+    n_motifs, L = knobs.n_motifs(n_classes), knobs.latent_dim
     pairs = class_pairs(n_motifs, n_classes, n_train, seed)
     z = rng.standard_normal((n_motifs, L)) / math.sqrt(L)
     first, then = _orthonormal(rng, text_dim, L), _orthonormal(rng, text_dim, L)
     text = z[pairs[:, 0]] @ first.T + z[pairs[:, 1]] @ then.T
     text += knobs.text_noise * math.sqrt(2) * rng.standard_normal((n_classes, text_dim)) / math.sqrt(text_dim)
     text /= np.linalg.norm(text, axis=1, keepdims=True)
-    signal, basis, bias = {}, {}, {}
-    for m in MODALITIES:
-        basis[m] = _orthonormal(rng, dim, k)
-        own = rng.standard_normal((n_motifs, k)) / math.sqrt(k)
-        h = (z @ _orthonormal(rng, k, L).T + knobs.class_specific * own) / math.sqrt(1 + knobs.class_specific ** 2)
-        signal[m] = (math.sqrt(dim) * h @ basis[m].T).astype(np.float32)
-        bias[m] = (knobs.offset * rng.standard_normal(dim)).astype(np.float32)
+    signal, basis, bias = modality_signals(rng, z, dim, knobs)
     silence = (knobs.offset * rng.standard_normal(dim)).astype(np.float32)
     return World(pairs, text.astype(np.float32), signal, basis, bias, silence)
 

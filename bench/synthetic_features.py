@@ -146,20 +146,28 @@ def _orthonormal(rng: np.random.Generator, n: int, k: int) -> np.ndarray:
 def make_world(n_classes: int, dim: int, text_dim: int, knobs: Knobs, seed: int) -> World:
     """t_c = unit(T z_c + σ_t ε_c);  u_c^m = √dim · G_m (A_m z_c + ρ r_c^m) / √(1 + ρ²);  z_c ~ N(0, I/L)."""
     rng = np.random.default_rng([seed, 0])
-    L, k = knobs.latent_dim, knobs.subspace_dim
+    L = knobs.latent_dim
     z = rng.standard_normal((n_classes, L)) / math.sqrt(L)
     text = z @ _orthonormal(rng, text_dim, L).T
     text += knobs.text_noise * rng.standard_normal((n_classes, text_dim)) / math.sqrt(text_dim)
     text /= np.linalg.norm(text, axis=1, keepdims=True)
+    signal, basis, bias = modality_signals(rng, z, dim, knobs)
+    return World(text.astype(np.float32), signal, basis, bias)
+
+
+def modality_signals(rng: np.random.Generator, z: np.ndarray, dim: int, knobs) -> tuple[dict, dict, dict]:
+    """Per modality, from the latent codes ``z`` (one row per class or motif): the signal each row puts in the
+    modality's ``knobs.subspace_dim``-dimensional subspace (float32, (rows, dim)), that subspace's basis, and the
+    modality's constant offset (float32, (dim,))."""
+    L, k = knobs.latent_dim, knobs.subspace_dim
     signal, basis, bias = {}, {}, {}
     for m in MODALITIES:
         basis[m] = _orthonormal(rng, dim, k)
-        own = rng.standard_normal((n_classes, k)) / math.sqrt(k)
+        own = rng.standard_normal((len(z), k)) / math.sqrt(k)
         h = (z @ _orthonormal(rng, k, L).T + knobs.class_specific * own) / math.sqrt(1 + knobs.class_specific ** 2)
-        signal[m] = math.sqrt(dim) * h @ basis[m].T
-        bias[m] = knobs.offset * rng.standard_normal(dim)
-    return World(text.astype(np.float32), {m: s.astype(np.float32) for m, s in signal.items()},
-                 basis, {m: b.astype(np.float32) for m, b in bias.items()})
+        signal[m] = (math.sqrt(dim) * h @ basis[m].T).astype(np.float32)
+        bias[m] = (knobs.offset * rng.standard_normal(dim)).astype(np.float32)
+    return signal, basis, bias
 
 
 def make_video(world: World, knobs: Knobs, rng: np.random.Generator, cls: int, seconds: int) -> dict[str, np.ndarray]:

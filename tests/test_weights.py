@@ -6,11 +6,11 @@ from __future__ import annotations
 import hashlib
 import http.server
 import json
-import threading
 from pathlib import Path
 
 import pytest
 import yaml
+from helpers import base_url, local_http_server
 from test_workflow import TINY, planned_jobs, snakemake, workdir_with
 
 from extractors.weights import (
@@ -36,10 +36,6 @@ def _checkpoint_bytes() -> bytes:
 
 PAYLOAD = _checkpoint_bytes()  # a real checkpoint of 1 MiB: the format check loads it
 ETAG = '"v1"'
-
-
-class _Server(http.server.ThreadingHTTPServer):
-    ranges: list[str]
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):
@@ -69,12 +65,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
 @pytest.fixture
 def server():
-    srv = _Server(("127.0.0.1", 0), _Handler)
-    srv.ranges = []
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    yield srv, f"http://127.0.0.1:{srv.server_address[1]}"
-    srv.shutdown()
-    srv.server_close()
+    with local_http_server(_Handler, ranges=[]) as srv:
+        yield srv, base_url(srv)
 
 
 SHA = hashlib.sha256(PAYLOAD).hexdigest()
