@@ -1,5 +1,6 @@
 """Evidence for DAAN's Table II and its open readings: every variant and reading, several seeds, mean ± std, and
-whether each difference from the reference exceeds the seed noise.
+whether each difference from the reference exceeds the seed noise; then the named comparisons (COMPARISONS: each
+component against the variant without it, DAAN against the learning-rate control) with Welch's t and p.
 
 Runs on the synthetic benchmark (bench/synthetic_features.py, docs/synthetic-benchmark.md) with each model's
 dataset profile (UCF by default, i.e. the paper's widths), ``--steps`` training batches, and scores stage-1
@@ -55,6 +56,16 @@ VARIANTS = {
 }
 LR_CONTROL = "qdma.lr_scaled"
 REFERENCE = "base"
+# the questions the evidence answers, as (variant, compared with, what the difference measures)
+COMPARISONS = (
+    ("qdma", "base", "QDMA"),
+    ("qdma_csgm_vc", "qdma", "CSGM on V_c"),
+    ("daan", "qdma_csgm_vc", "CSGM on V_c and V_t"),
+    ("daan", "qdma", "CSGM (both parts)"),
+    ("daan", LR_CONTROL, "CSGM beyond a constant step factor (the control)"),
+    (LR_CONTROL, "qdma", "QDMA's learning rate scaled"),
+    ("daan", "daan.no_noise", "the noise"),
+)
 
 
 def welch_t(a: list[float], b: list[float]) -> float:
@@ -90,6 +101,46 @@ def summarise(runs: dict[str, list[dict]], reference: str = REFERENCE, t_thresho
     return rows
 
 
+def welch_p(a: list[float], b: list[float]) -> float:
+    """Two-sided p of Welch's test (both sides need two seeds; nan otherwise); 1 or 0 when neither varies."""
+    if min(len(a), len(b)) < 2:
+        return math.nan
+    if statistics.stdev(a) == statistics.stdev(b) == 0.0:
+        return 1.0 if statistics.mean(a) == statistics.mean(b) else 0.0
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def compare(runs: dict[str, list[dict]], t_threshold: float = 2.0) -> list[dict]:
+    """Each of COMPARISONS whose two variants both ran with at least two seeds: per metric the difference of the
+    means, Welch's t and its two-sided p, and whether |t| exceeds the threshold."""
+    rows = []
+    for a, b, meaning in COMPARISONS:
+        if min(len(runs.get(a, [])), len(runs.get(b, []))) < 2:
+            continue
+        row = {"variant": a, "against": b, "meaning": meaning}
+        for m in METRICS:
+            va, vb = [r[m] for r in runs[a]], [r[m] for r in runs[b]]
+            t = welch_t(va, vb)
+            row[m] = {"diff": statistics.mean(va) - statistics.mean(vb), "t": t, "p": welch_p(va, vb),
+                      "beyond_noise": abs(t) > t_threshold}
+        rows.append(row)
+    return rows
+
+
+def comparison_table(rows: list[dict], t_threshold: float) -> list[str]:
+    if not rows:
+        return []
+    lines = ["## Differences that answer the questions", "",
+             f"Difference of the means (percentage points), Welch's t and two-sided p over the seeds; ✱: |t| > "
+             f"{t_threshold}. With 3 seeds a side, p < 0.05 needs |t| of about 2.8 to 4.3.", "",
+             "| variant | against | measures | " + " | ".join(METRICS) + " |", "|---|---|---|" + "---|" * len(METRICS)]
+    for r in rows:
+        cells = [f"{r[m]['diff']:+.2f} (t {r[m]['t']:+.1f}, p {r[m]['p']:.2f})" + (" ✱" if r[m]["beyond_noise"] else "")
+                 for m in METRICS]
+        lines.append(f"| {r['variant']} | {r['against']} | {r['meaning']} | " + " | ".join(cells) + " |")
+    return lines + [""]
+
+
 def markdown(rows: list[dict], meta: dict, runs: dict[str, list[dict]] | None = None) -> str:
     generator = meta.get("generator", "synthetic")
     lines = [f"# DAAN evidence: {meta['dataset']} {generator} benchmark, {meta['steps']} steps, {meta['seeds']} seeds",
@@ -110,6 +161,7 @@ def markdown(rows: list[dict], meta: dict, runs: dict[str, list[dict]] | None = 
         lines += [f"`{LR_CONTROL}`: Base + QDMA with the learning rate of QDMA's parts scaled by "
                   + ", ".join(f"{f:g}" for f in factors) + ".", ""]
     if runs:
+        lines += comparison_table(compare(runs, meta["t"]), meta["t"])
         lines += curve_tables(runs)
     return "\n".join(lines)
 
@@ -134,7 +186,14 @@ def curve_tables(runs: dict[str, list[dict]]) -> list[str]:
             cells = [_mean_std([r["curve"][i][metric] for r in rs]) for i in range(len(steps))]
             lines.append(f"| {name} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["## CSGM over training", "",
+    lines += ["## Best validation HM along the curve", "",
+              "The highest HM of each run's curve, and the step it was reached at, against the final HM.", "",
+              "| variant | best HM | at step | final HM |", "|---|---|---|---|"]
+    for name, rs in curved.items():
+        best = [max(r["curve"], key=lambda p: p["HM"]) for r in rs]
+        lines.append(f"| {name} | {_mean_std([p['HM'] for p in best])} | "
+                     + ", ".join(str(p["step"]) for p in best) + f" | {_mean_std([r['HM'] for r in rs])} |")
+    lines += ["", "## CSGM over training", "",
               "Per part, for each interval between evaluations: η's mean, its batch standard deviation, the share "
               "of samples at the floor γ and the factor the part's step was scaled by (η̄ under `scale_step`, 1 "
               "under `replace_gradient`), each averaged over the interval's batches and the seeds.", "",

@@ -66,3 +66,24 @@ def test_per_job_runs_make_the_same_table_as_one_invocation(tmp_path, capsys):
     table = (tmp_path / "table.md").read_text()
     assert table == (tmp_path / "one.md").read_text()
     assert "2 seeds" in table and table.count("| base |") == 1 and table.count("| daan |") == 1
+
+
+def test_the_named_comparisons_give_difference_t_and_p_by_hand():
+    from bench.daan_evidence import compare, comparison_table
+
+    def run(hm):
+        return {"S": 50.0, "U": 20.0, "HM": hm, "ZSL": 30.0}
+    runs = {"qdma": [run(30.0), run(31.0), run(32.0)], "daan": [run(28.0), run(29.0), run(30.0)],
+            "qdma.lr_scaled": [run(28.0), run(29.0), run(30.0)], "daan.no_noise": [run(29.0)]}
+    rows = {(r["variant"], r["against"]): r for r in compare(runs, t_threshold=2.0)}
+    # base is missing and no_noise has one seed: only the pairs with two seeds a side
+    assert set(rows) == {("daan", "qdma"), ("daan", "qdma.lr_scaled"), ("qdma.lr_scaled", "qdma")}
+    hm = rows[("daan", "qdma")]["HM"]
+    # means 29 and 31, variances 1 and 1, n = 3: t = -2 / sqrt(2/3), df = 4, two-sided p = 0.0705
+    assert hm["diff"] == -2.0 and hm["t"] == pytest.approx(-2 / (2 / 3) ** 0.5) and hm["beyond_noise"]
+    assert hm["p"] == pytest.approx(0.0705, abs=5e-4)
+    same = rows[("daan", "qdma.lr_scaled")]
+    assert same["HM"]["diff"] == 0.0 and same["HM"]["p"] == pytest.approx(1.0) and not same["HM"]["beyond_noise"]
+    assert same["S"]["t"] == 0.0 and not same["S"]["beyond_noise"]  # neither varies, means agree
+    text = "\n".join(comparison_table(list(rows.values()), 2.0))
+    assert "| daan | qdma | CSGM (both parts) |" in text and "-2.00 (t -2.4, p 0.07) ✱" in text
