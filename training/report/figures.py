@@ -19,7 +19,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e
 
 
 # CSGM's per-epoch training statistics (training/models/csgm.py, csgm_statistics): the panels below the curves
-CSGM_PANELS = (("eta_mean", "η: batch mean (band: ± batch std)"), ("eta_floor", "share of samples at γ"),
+CSGM_PANELS = (("eta_mean", "η: batch mean (bars: ± batch std)"), ("eta_floor", "share of samples at γ"),
                ("step_scale", "step factor QDMA receives"))
 
 
