@@ -63,6 +63,7 @@ COMPARISONS = (
     ("daan", "qdma_csgm_vc", "CSGM on V_c and V_t"),
     ("daan", "qdma", "CSGM (both parts)"),
     ("daan", LR_CONTROL, "CSGM beyond a constant step factor (the control)"),
+    ("daan.no_noise", LR_CONTROL, "CSGM without its noise beyond a constant step factor"),
     (LR_CONTROL, "qdma", "QDMA's learning rate scaled"),
     ("daan", "daan.no_noise", "the noise"),
 )
