@@ -111,16 +111,26 @@ def welch_p(a: list[float], b: list[float]) -> float:
     return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
 
 
+BEST_HM = "best HM"
+
+
+def _value(run: dict, column: str) -> float:
+    """A run's end-point metric, or for BEST_HM the highest HM along its curve (the protocol keeps the best epoch)."""
+    return max(p["HM"] for p in run["curve"]) if column == BEST_HM else run[column]
+
+
 def compare(runs: dict[str, list[dict]], t_threshold: float = 2.0) -> list[dict]:
-    """Each of COMPARISONS whose two variants both ran with at least two seeds: per metric the difference of the
-    means, Welch's t and its two-sided p, and whether |t| exceeds the threshold."""
+    """Each of COMPARISONS whose two variants both ran with at least two seeds: per metric (and the best HM along
+    the curve, where every run has one) the difference of the means, Welch's t and its two-sided p, and whether |t|
+    exceeds the threshold."""
     rows = []
     for a, b, meaning in COMPARISONS:
         if min(len(runs.get(a, [])), len(runs.get(b, []))) < 2:
             continue
         row = {"variant": a, "against": b, "meaning": meaning}
-        for m in METRICS:
-            va, vb = [r[m] for r in runs[a]], [r[m] for r in runs[b]]
+        curved = all(r.get("curve") for r in runs[a] + runs[b])
+        for m in METRICS + ((BEST_HM,) if curved else ()):
+            va, vb = [_value(r, m) for r in runs[a]], [_value(r, m) for r in runs[b]]
             t = welch_t(va, vb)
             row[m] = {"diff": statistics.mean(va) - statistics.mean(vb), "t": t, "p": welch_p(va, vb),
                       "beyond_noise": abs(t) > t_threshold}
@@ -131,13 +141,15 @@ def compare(runs: dict[str, list[dict]], t_threshold: float = 2.0) -> list[dict]
 def comparison_table(rows: list[dict], t_threshold: float) -> list[str]:
     if not rows:
         return []
+    columns = METRICS + ((BEST_HM,) if all(BEST_HM in r for r in rows) else ())
     lines = ["## Differences that answer the questions", "",
              f"Difference of the means (percentage points), Welch's t and two-sided p over the seeds; ✱: |t| > "
-             f"{t_threshold}. With 3 seeds a side, p < 0.05 needs |t| of about 2.8 to 4.3.", "",
-             "| variant | against | measures | " + " | ".join(METRICS) + " |", "|---|---|---|" + "---|" * len(METRICS)]
+             f"{t_threshold}. With 3 seeds a side, p < 0.05 needs |t| of about 2.8 to 4.3. {BEST_HM}: the highest "
+             "HM along each run's curve.", "",
+             "| variant | against | measures | " + " | ".join(columns) + " |", "|---|---|---|" + "---|" * len(columns)]
     for r in rows:
         cells = [f"{r[m]['diff']:+.2f} (t {r[m]['t']:+.1f}, p {r[m]['p']:.2f})" + (" ✱" if r[m]["beyond_noise"] else "")
-                 for m in METRICS]
+                 for m in columns]
         lines.append(f"| {r['variant']} | {r['against']} | {r['meaning']} | " + " | ".join(cells) + " |")
     return lines + [""]
 

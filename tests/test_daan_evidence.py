@@ -87,3 +87,15 @@ def test_the_named_comparisons_give_difference_t_and_p_by_hand():
     assert same["S"]["t"] == 0.0 and not same["S"]["beyond_noise"]  # neither varies, means agree
     text = "\n".join(comparison_table(list(rows.values()), 2.0))
     assert "| daan | qdma | CSGM (both parts) |" in text and "-2.00 (t -2.4, p 0.07) ✱" in text
+    assert "best HM" not in rows[("daan", "qdma")] and "best HM |" not in text  # no curves: no best-HM column
+
+
+def test_the_comparisons_add_the_best_hm_along_the_curve():
+    from bench.daan_evidence import compare
+
+    def run(final, peak):
+        return {"S": 50.0, "U": 20.0, "HM": final, "ZSL": 30.0,
+                "curve": [{"step": 100, "HM": peak}, {"step": 200, "HM": final}]}
+    runs = {"qdma": [run(25.0, 35.0), run(26.0, 36.0)], "base": [run(25.0, 30.0), run(26.0, 31.0)]}
+    (row,) = compare(runs)
+    assert row["HM"]["diff"] == 0.0 and row["best HM"]["diff"] == 5.0 and row["best HM"]["beyond_noise"]
