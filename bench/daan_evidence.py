@@ -7,8 +7,8 @@ dataset profile (UCF by default, i.e. the paper's widths), ``--steps`` training 
 validation S, U, HM and ZSL. A difference counts as beyond the seed noise when Welch's t statistic over the seeds
 exceeds ``--t`` (2.0 by default, about p < 0.1 two-sided at 5 seeds each); the markdown table marks those rows.
 
-    python -m bench.daan_evidence --seeds 5 --steps 60 --data data/synthetic-ucf --out bench/out/daan_evidence.md
-    python -m bench.daan_evidence --seeds 2 --steps 5 --scale 0.1 --variants base,daan   # a quick smoke run
+    python -m bench.daan_evidence --seeds 3 --data data/synthetic-ucf --out bench/out/daan_evidence.md  # 500 steps
+    python -m bench.daan_evidence --seeds 2 --steps 5 --eval-every 0 --scale 0.1 --variants base,daan  # a smoke run
     python -m bench.daan_evidence --generator sequence --steps 500 --eval-every 100 --seeds 3 \
         --variants base,qdma,qdma_csgm_vc,daan --data data/sequence-ucf   # validation curves, the second benchmark
 
@@ -308,13 +308,14 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)}")
     ap.add_argument("--seeds", type=int, default=5)
     ap.add_argument("--first-seed", type=int, default=0, help="training seeds first-seed .. first-seed + seeds - 1")
-    ap.add_argument("--steps", type=int, default=60)
+    ap.add_argument("--steps", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=256, help="0: each model's own setting")
     ap.add_argument("--dataset", default="UCF")
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--data", help="benchmark folder to reuse")
     ap.add_argument("--generator", default="synthetic", choices=list(GENERATORS), help="which synthetic benchmark")
-    ap.add_argument("--eval-every", type=int, default=0, help="also score validation every N steps (0: at the end)")
+    ap.add_argument("--eval-every", type=int, default=100,
+                    help="also score validation every N steps (0: at the end)")
     ap.add_argument("--qdma-lr-scale", type=float, help=f"{LR_CONTROL}'s factor (default: its VARIANTS entry)")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--threads", type=int, default=2)
