@@ -65,7 +65,9 @@ def test_per_job_runs_make_the_same_table_as_one_invocation(tmp_path, capsys):
           str(tmp_path / "one.md")])
     table = (tmp_path / "table.md").read_text()
     assert table == (tmp_path / "one.md").read_text()
-    assert "2 seeds" in table and table.count("| base |") == 1 and table.count("| daan |") == 1
+    main_table = table.split("Chance:")[0]  # then the curves (one point: the default eval_every exceeds 2 steps)
+    assert "2 seeds" in table and main_table.count("| base |") == 1 and main_table.count("| daan |") == 1
+    assert "## Validation HM over training" in table and "| variant | step 2 |" in table
 
 
 def test_the_named_comparisons_give_difference_t_and_p_by_hand():
