@@ -69,16 +69,24 @@ COMPARISONS = (
 )
 
 
-def welch_t(a: list[float], b: list[float]) -> float:
-    """Welch's t statistic of mean(a) − mean(b), a single seed counting as no spread; 0 when neither varies and the
-    means agree (±inf when they differ)."""
+def _welch(a: list[float], b: list[float]) -> tuple[float, float]:
+    """Welch's t of mean(a) − mean(b) and its two-sided p. A single seed counts as no spread (p is then nan: no
+    degrees of freedom); when neither side varies, t is 0 and p 1 if the means agree, else ±inf and 0."""
     sd = [statistics.stdev(x) if len(x) > 1 else 0.0 for x in (a, b)]
     diff = statistics.mean(a) - statistics.mean(b)
     if sd == [0.0, 0.0]:
-        return 0.0 if diff == 0 else math.copysign(math.inf, diff)
+        p = math.nan if min(len(a), len(b)) < 2 else float(diff == 0)
+        return (0.0, p) if diff == 0 else (math.copysign(math.inf, diff), p)
     with np.errstate(divide="ignore", invalid="ignore"):  # a single seed: no degrees of freedom, still a statistic
-        return float(stats.ttest_ind_from_stats(statistics.mean(a), sd[0], len(a), statistics.mean(b), sd[1], len(b),
-                                                equal_var=False).statistic)
+        res = stats.ttest_ind_from_stats(statistics.mean(a), sd[0], len(a), statistics.mean(b), sd[1], len(b),
+                                         equal_var=False)
+    return float(res.statistic), float(res.pvalue) if min(len(a), len(b)) > 1 else math.nan
+
+
+def welch_t(a: list[float], b: list[float]) -> float:
+    """Welch's t statistic of mean(a) − mean(b), a single seed counting as no spread; 0 when neither varies and the
+    means agree (±inf when they differ)."""
+    return _welch(a, b)[0]
 
 
 def summarise(runs: dict[str, list[dict]], reference: str = REFERENCE, t_threshold: float = 2.0) -> list[dict]:
@@ -102,21 +110,17 @@ def summarise(runs: dict[str, list[dict]], reference: str = REFERENCE, t_thresho
     return rows
 
 
-def welch_p(a: list[float], b: list[float]) -> float:
-    """Two-sided p of Welch's test (both sides need two seeds; nan otherwise); 1 or 0 when neither varies."""
-    if min(len(a), len(b)) < 2:
-        return math.nan
-    if statistics.stdev(a) == statistics.stdev(b) == 0.0:
-        return 1.0 if statistics.mean(a) == statistics.mean(b) else 0.0
-    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
-
-
 BEST_HM = "best HM"
 
 
+def _best_point(run: dict) -> dict:
+    """The point of a run's curve with the highest HM (what the protocol's best-epoch selection keeps)."""
+    return max(run["curve"], key=lambda p: p["HM"])
+
+
 def _value(run: dict, column: str) -> float:
-    """A run's end-point metric, or for BEST_HM the highest HM along its curve (the protocol keeps the best epoch)."""
-    return max(p["HM"] for p in run["curve"]) if column == BEST_HM else run[column]
+    """A run's end-point metric, or for BEST_HM the highest HM along its curve."""
+    return _best_point(run)["HM"] if column == BEST_HM else run[column]
 
 
 def compare(runs: dict[str, list[dict]], t_threshold: float = 2.0) -> list[dict]:
@@ -131,8 +135,8 @@ def compare(runs: dict[str, list[dict]], t_threshold: float = 2.0) -> list[dict]
         curved = all(r.get("curve") for r in runs[a] + runs[b])
         for m in METRICS + ((BEST_HM,) if curved else ()):
             va, vb = [_value(r, m) for r in runs[a]], [_value(r, m) for r in runs[b]]
-            t = welch_t(va, vb)
-            row[m] = {"diff": statistics.mean(va) - statistics.mean(vb), "t": t, "p": welch_p(va, vb),
+            t, p = _welch(va, vb)
+            row[m] = {"diff": statistics.mean(va) - statistics.mean(vb), "t": t, "p": p,
                       "beyond_noise": abs(t) > t_threshold}
         rows.append(row)
     return rows
@@ -203,7 +207,7 @@ def curve_tables(runs: dict[str, list[dict]]) -> list[str]:
               "The highest HM of each run's curve, and the step it was reached at, against the final HM.", "",
               "| variant | best HM | at step | final HM |", "|---|---|---|---|"]
     for name, rs in curved.items():
-        best = [max(r["curve"], key=lambda p: p["HM"]) for r in rs]
+        best = [_best_point(r) for r in rs]
         lines.append(f"| {name} | {_mean_std([p['HM'] for p in best])} | "
                      + ", ".join(str(p["step"]) for p in best) + f" | {_mean_std([r['HM'] for r in rs])} |")
     lines += ["", "## CSGM over training", "",
